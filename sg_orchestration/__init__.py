@@ -1,0 +1,1 @@
+"""sg_orchestration: special-programs data hub."""

@@ -1,0 +1,270 @@
+"""Districts configuration (SPEC §2): `districts.yaml`, path from `SG_DISTRICTS_FILE`.
+
+A malformed file is refused at load with the file, the district and the key named. Secrets appear only as
+the names of environment variables; their values are read when a connection is made.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from datetime import date
+from functools import cache
+from pathlib import Path
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from sg_orchestration.catalog import SAMEGOAL_PROGRAMS
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
+EnvVarName = Annotated[str, Field(pattern=ENV_NAME, description="name of an environment variable")]
+DEFAULT_QMLATIV_OBJECTS: dict[str, dict[str, str]] = yaml.safe_load(
+    (Path(__file__).parent / "qmlativ_objects.yaml").read_text()
+)
+
+
+class ConfigError(ValueError):
+    """A districts file that cannot be used; the message names the file, district and key."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Inputs(_Strict):
+    """Folders of file drops. A SameGoal or Qmlativ folder given here is read instead of that API."""
+
+    samegoal_dir: Path | None = None
+    qmlativ_dir: Path | None = None
+    powerschool_dir: Path | None = None
+    oneroster_dir: Path | None = None
+    campus_dir: Path | None = None
+
+
+class SameGoal(_Strict):
+    base_url: str | None = None
+    client_id_env: EnvVarName
+    client_secret_env: EnvVarName
+    cutover_dates: dict[str, date | None]
+    page_limit: int = Field(500, ge=1, le=5000)
+
+    @field_validator("cutover_dates", mode="before")
+    @classmethod
+    def _blank_is_none(cls, value):
+        if isinstance(value, dict):
+            return {k: (None if v in ("", None) else v) for k, v in value.items()}
+        return value
+
+    @field_validator("cutover_dates")
+    @classmethod
+    def _known_programs(cls, value: dict[str, date | None]) -> dict[str, date | None]:
+        unknown = sorted(set(value) - set(SAMEGOAL_PROGRAMS))
+        if unknown:
+            raise ValueError(f"unknown program(s) {unknown}; programs are {list(SAMEGOAL_PROGRAMS)}")
+        return {p: value.get(p) for p in SAMEGOAL_PROGRAMS}
+
+
+class QmlativObject(_Strict):
+    module: str
+    object: str
+
+
+class Qmlativ(_Strict):
+    base_url: str | None = None
+    client_key_env: EnvVarName
+    client_secret_env: EnvVarName
+    entity_id: int
+    access_expires: date
+    page_size: int = Field(500, ge=1, le=5000)
+    objects: dict[str, QmlativObject] = Field(default_factory=dict)
+
+    @field_validator("objects")
+    @classmethod
+    def _defaults(cls, value: dict[str, QmlativObject]) -> dict[str, QmlativObject]:
+        unknown = sorted(set(value) - set(DEFAULT_QMLATIV_OBJECTS))
+        if unknown:
+            raise ValueError(f"unknown object(s) {unknown}; objects are {list(DEFAULT_QMLATIV_OBJECTS)}")
+        return {k: value.get(k) or QmlativObject(**v) for k, v in DEFAULT_QMLATIV_OBJECTS.items()}
+
+
+class EdfiConnection(_Strict):
+    name: str
+    base_url: str
+    key_env: EnvVarName
+    secret_env: EnvVarName
+    district_number: str = Field(pattern=r"^\d+$")
+    school_years: list[int] = Field(min_length=1)
+
+
+class Edfi(_Strict):
+    connections: list[EdfiConnection] = Field(min_length=1)
+    resources: dict[str, Literal["on", "off"]] = Field(default_factory=dict)
+    profile: Literal["indiana", "ds52"] = "indiana"
+
+
+class SftpDelivery(_Strict):
+    host: str
+    port: int = 22
+    user: str
+    key_env: EnvVarName
+    remote_dir: str
+    known_hosts: Path
+
+
+class DirectoryDelivery(_Strict):
+    path: Path
+
+
+class OneRosterDelivery(_Strict):
+    sftp: SftpDelivery | None = None
+    directory: DirectoryDelivery | None = None
+
+    @model_validator(mode="after")
+    def _exactly_one(self):
+        if (self.sftp is None) == (self.directory is None):
+            raise ValueError("give exactly one of `sftp` or `directory`")
+        return self
+
+
+class OneRoster(_Strict):
+    delivery: OneRosterDelivery
+    attribute_mapping: Path | None = None  # default: the seed's table, shipped with the package
+    version: Literal["1.1"] = "1.1"
+
+
+class District(_Strict):
+    id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
+    name: str
+    state: str = Field(pattern=r"^[A-Z]{2}$")
+    timezone: str
+    inputs: Inputs = Field(default_factory=Inputs)
+    samegoal: SameGoal | None = None
+    qmlativ: Qmlativ | None = None
+    edfi: Edfi | None = None
+    oneroster: OneRoster | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _real_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA timezone {value!r}") from exc
+        return value
+
+    @model_validator(mode="after")
+    def _each_source_has_a_transport(self):
+        if self.samegoal and not (self.samegoal.base_url or self.inputs.samegoal_dir):
+            raise ValueError("samegoal needs `samegoal.base_url` or `inputs.samegoal_dir`")
+        if self.qmlativ and not (self.qmlativ.base_url or self.inputs.qmlativ_dir):
+            raise ValueError("qmlativ needs `qmlativ.base_url` or `inputs.qmlativ_dir`")
+        return self
+
+    def input_dir(self, key: str) -> Path | None:
+        return getattr(self.inputs, key)
+
+
+class DistrictsFile(_Strict):
+    districts: list[District] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _unique_ids(self):
+        seen: set[str] = set()
+        for d in self.districts:
+            if d.id in seen:
+                raise ValueError(f"district id {d.id!r} appears twice")
+            seen.add(d.id)
+        return self
+
+    def get(self, district_id: str) -> District:
+        for d in self.districts:
+            if d.id == district_id:
+                return d
+        raise ConfigError(f"no district {district_id!r}; configured: {[d.id for d in self.districts]}")
+
+    @property
+    def ids(self) -> list[str]:
+        return [d.id for d in self.districts]
+
+
+def _describe(error: dict, raw: dict) -> str:
+    loc = list(error["loc"])
+    where = ""
+    if len(loc) >= 2 and loc[0] == "districts" and isinstance(loc[1], int):
+        entries = raw.get("districts") or []
+        entry = entries[loc[1]] if loc[1] < len(entries) else {}
+        did = entry.get("id") if isinstance(entry, dict) else None
+        where = f"district {did!r}" if did else f"district #{loc[1] + 1}"
+        loc = loc[2:]
+    key = ".".join(str(p) for p in loc if not str(p).startswith("function-after")) or "(entry)"
+    msg = error["msg"]
+    if error["type"] == "extra_forbidden":
+        msg = "unknown key (check its spelling against SPEC §2)"
+    return f"{where + ': ' if where else ''}key `{key}`: {msg}"
+
+
+def _resolve_paths(raw: dict, base: Path) -> dict:
+    """Relative folders in the file are relative to the file itself, not to the working directory."""
+    for entry in raw.get("districts") or []:
+        if not isinstance(entry, dict):
+            continue
+        for section, keys in (("inputs", None), ("oneroster", ("attribute_mapping",))):
+            block = entry.get(section)
+            if not isinstance(block, dict):
+                continue
+            for k, v in block.items():
+                if (keys is None or k in keys) and isinstance(v, str) and v and not os.path.isabs(v):
+                    block[k] = str((base / v).resolve())
+        delivery = (entry.get("oneroster") or {}).get("delivery") if isinstance(entry.get("oneroster"), dict) else None
+        directory = delivery.get("directory") if isinstance(delivery, dict) else None
+        if isinstance(directory, dict) and isinstance(directory.get("path"), str):
+            directory["path"] = str((base / directory["path"]).resolve())
+    return raw
+
+
+def load_districts(path: str | os.PathLike) -> DistrictsFile:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: districts file not found (set SG_DISTRICTS_FILE or pass --districts-file)")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping with a `districts` list")
+    try:
+        return DistrictsFile.model_validate(_resolve_paths(raw, path.parent.resolve()))
+    except ValidationError as exc:
+        problems = "\n  ".join(_describe(e, raw) for e in exc.errors())
+        raise ConfigError(f"{path}: invalid districts configuration:\n  {problems}") from None
+
+
+def secret(env_name: str, *, purpose: str) -> str:
+    """The value of a secret, read from the environment only when a connection is made."""
+    value = os.environ.get(env_name)
+    if not value:
+        raise ConfigError(f"environment variable {env_name} ({purpose}) is not set")
+    return value
+
+
+def districts_file_path() -> Path:
+    from sg_orchestration.paths import default_districts_file
+
+    return Path(os.environ.get("SG_DISTRICTS_FILE") or default_districts_file())
+
+
+@cache
+def _cached(path: str, mtime: float) -> DistrictsFile:
+    return load_districts(path)
+
+
+def current_districts() -> DistrictsFile:
+    path = districts_file_path()
+    return _cached(str(path), path.stat().st_mtime if path.exists() else 0.0)
+
+
+def env_name_ok(name: str) -> bool:
+    return re.match(ENV_NAME, name) is not None
