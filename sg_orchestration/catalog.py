@@ -106,7 +106,10 @@ SAMEGOAL_FORMS: dict[str, tuple[str, str]] = {
         "start_date:date, end_date:date, state_instructional_setting, state_child_count_fund, "
         "multiply_disabled:bool, state_disability",
     ),
-    "disability": ("special_education", "disability_rank:int, state_disability, start_date:date, end_date:date"),
+    "disability": (
+        "special_education",
+        "disability_rank:int, state_disability, start_date:date, end_date:date",
+    ),
     "program_related_service": (
         "special_education",
         "start_date:date, end_date:date, program_and_related_service_type, "

@@ -218,7 +218,11 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
             for k, v in block.items():
                 if (keys is None or k in keys) and isinstance(v, str) and v and not os.path.isabs(v):
                     block[k] = str((base / v).resolve())
-        delivery = (entry.get("oneroster") or {}).get("delivery") if isinstance(entry.get("oneroster"), dict) else None
+        delivery = (
+            (entry.get("oneroster") or {}).get("delivery")
+            if isinstance(entry.get("oneroster"), dict)
+            else None
+        )
         directory = delivery.get("directory") if isinstance(delivery, dict) else None
         if isinstance(directory, dict) and isinstance(directory.get("path"), str):
             directory["path"] = str((base / directory["path"]).resolve())
@@ -228,7 +232,9 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
 def load_districts(path: str | os.PathLike) -> DistrictsFile:
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: districts file not found (set SG_DISTRICTS_FILE or pass --districts-file)")
+        raise ConfigError(
+            f"{path}: districts file not found (set SG_DISTRICTS_FILE or pass --districts-file)"
+        )
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
     except yaml.YAMLError as exc:

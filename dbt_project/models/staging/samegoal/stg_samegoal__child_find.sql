@@ -1,0 +1,31 @@
+-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
+select
+    _district_id as district_id,
+    "document_id" as document_id,
+    "document_status" as document_status,
+    {{ sg_datetime('"completed_at"') }} as completed_at,
+    "samegoal_student_id" as samegoal_student_id,
+    "student_local_id" as student_local_id,
+    "student_state_id" as student_state_id,
+    "campus_id" as campus_id,
+    {{ sg_date('"start_date"') }} as start_date,
+    {{ sg_date('"end_date"') }} as end_date,
+    {{ sg_date('"parental_consent_date"') }} as parental_consent_date,
+    {{ sg_date('"initial_evaluation_date"') }} as initial_evaluation_date,
+    {{ sg_date('"eci_notification_date"') }} as eci_notification_date,
+    {{ sg_date('"eci_transition_conference_date"') }} as eci_transition_conference_date,
+    {{ sg_date('"eligibility_determination_date"') }} as eligibility_determination_date,
+    {{ sg_bool('"determined_eligible"') }} as determined_eligible,
+    "evaluation_delay_reason" as evaluation_delay_reason,
+    "eligibility_delay_reason" as eligibility_delay_reason,
+    {{ sg_bool('"out_of_district_evaluation"') }} as out_of_district_evaluation,
+    "campus_id_of_evaluation_override" as campus_id_of_evaluation_override,
+    "entity_of_evaluation" as entity_of_evaluation,
+    {{ sg_int('"student_absences_within_timeframe"') }} as student_absences_within_timeframe,
+    _extra as extra_columns,
+    _load_id as load_id,
+    _loaded_at as loaded_at,
+    _source_row as source_row,
+    _row_hash as row_hash
+from {{ source('raw', 'samegoal__child_find') }}
+where _error is null  -- malformed rows stay in raw and ops.error_log

@@ -1,0 +1,28 @@
+-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
+select
+    _district_id as district_id,
+    "document_id" as document_id,
+    "document_status" as document_status,
+    {{ sg_datetime('"completed_at"') }} as completed_at,
+    "samegoal_student_id" as samegoal_student_id,
+    "student_local_id" as student_local_id,
+    "student_state_id" as student_state_id,
+    "campus_id" as campus_id,
+    {{ sg_date('"start_date"') }} as start_date,
+    {{ sg_date('"end_date"') }} as end_date,
+    "preferred_home_communication_method" as preferred_home_communication_method,
+    "language_acquisition_services_provided" as language_acquisition_services_provided,
+    "frequency_of_services" as frequency_of_services,
+    {{ sg_decimal('"hours_spent_receiving_services"') }} as hours_spent_receiving_services,
+    "hearing_amplification_type" as hearing_amplification_type,
+    "hearing_amplification_access_period_of_time" as hearing_amplification_access_period_of_time,
+    "hearing_amplification_average_daily_use" as hearing_amplification_average_daily_use,
+    "tool_or_assessment_used" as tool_or_assessment_used,
+    "assessment_results_obtained" as assessment_results_obtained,
+    _extra as extra_columns,
+    _load_id as load_id,
+    _loaded_at as loaded_at,
+    _source_row as source_row,
+    _row_hash as row_hash
+from {{ source('raw', 'samegoal__language_acquisition') }}
+where _error is null  -- malformed rows stay in raw and ops.error_log

@@ -1,0 +1,43 @@
+"""Jobs, schedules and sensors: when each district's pipeline runs."""
+
+import re
+
+import dagster as dg
+
+from sg_orchestration.config import District, current_districts
+from sg_orchestration.partitions import DISTRICTS
+
+NIGHTLY_CRON = "0 2 * * *"  # 02:00 in the district's own timezone: data is there the next morning (seed 000)
+
+nightly_job = dg.define_asset_job(
+    "nightly",
+    selection=dg.AssetSelection.all(),
+    partitions_def=DISTRICTS,
+    description="Ingest, transform, validate and publish one district.",
+)
+
+
+def _identifier(district_id: str) -> str:
+    return re.sub(r"[^0-9a-zA-Z_]", "_", district_id)
+
+
+def nightly_schedule(district: District) -> dg.ScheduleDefinition:
+    @dg.schedule(
+        name=f"nightly_{_identifier(district.id)}",
+        job=nightly_job,
+        cron_schedule=NIGHTLY_CRON,
+        execution_timezone=district.timezone,
+        default_status=dg.DefaultScheduleStatus.STOPPED,
+        description=f"Nightly run for {district.name} ({district.timezone}).",
+    )
+    def _nightly(context: dg.ScheduleEvaluationContext):
+        return dg.RunRequest(
+            partition_key=district.id, run_key=f"{district.id}:{context.scheduled_execution_time:%Y-%m-%d}"
+        )
+
+    return _nightly
+
+
+JOBS = [nightly_job]
+SCHEDULES = [nightly_schedule(d) for d in current_districts().districts]
+SENSORS: list = []

@@ -1,0 +1,120 @@
+"""`sg-orch`: the command line of sg_orchestration."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sg_orchestration.generate import generate_district
+
+    manifest = generate_district(Path(args.out), students=args.students, seed=args.seed, as_of=args.as_of)
+    files = manifest.get("files", {})
+    print(f"wrote {sum(files.values()):,} rows in {len(files)} files to {args.out}")
+    return 0
+
+
+def _sandbox(args: argparse.Namespace) -> int:
+    from sg_orchestration import sandbox
+
+    if args.action == "up":
+        state = sandbox.up(Path(args.inputs), Path(args.districts_out))
+        for name, url in state["urls"].items():
+            print(f"{name}: {url}")
+        print(f"districts file: {args.districts_out} (credentials in {state['env_file']})")
+    elif args.action == "down":
+        print("sandbox stopped" if sandbox.down() else "no sandbox was running")
+    else:  # serve: the foreground process that `up` starts
+        sandbox.serve(Path(args.inputs), Path(args.districts_out))
+    return 0
+
+
+def _run(args: argparse.Namespace) -> int:
+    from sg_orchestration.runner import run_district
+
+    return run_district(Path(args.districts_file), args.district, dry_run=args.dry_run)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from sg_orchestration.runner import demo
+
+    return demo(students=args.students, seed=args.seed)
+
+
+def _dev(args: argparse.Namespace) -> int:
+    from sg_orchestration.runner import dev
+
+    return dev(students=args.students, seed=args.seed, port=args.port)
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from sg_orchestration.bench import main as bench_main
+
+    return bench_main(sizes=args.students, seed=args.seed, out=Path(args.out))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sg-orch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write a synthetic district's inputs (SPEC §3)")
+    g.add_argument("--out", required=True)
+    g.add_argument("--students", type=int, default=2000)
+    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--as-of", type=date.fromisoformat, default=None, help="the day the data is as of")
+    g.set_defaults(func=_generate)
+
+    s = sub.add_parser("sandbox", help="local servers that honour the source and target contracts")
+    s.add_argument("action", choices=["up", "down", "serve"])
+    s.add_argument("--inputs", help="folder written by `sg-orch generate`")
+    s.add_argument("--districts-out", help="districts file to write, pointing at the servers")
+    s.set_defaults(func=_sandbox)
+
+    r = sub.add_parser("run", help="materialize the nightly job for one district, in process")
+    r.add_argument("--districts-file", required=True)
+    r.add_argument("--district", required=True)
+    r.add_argument("--dry-run", action="store_true", help="plan without writing to any target")
+    r.set_defaults(func=_run)
+
+    for name, func, text in (
+        ("demo", _demo, "the whole nightly job on a synthetic district"),
+        ("dev", _dev, "the Dagster UI on the demo district"),
+    ):
+        d = sub.add_parser(name, help=text)
+        d.add_argument("--students", type=int, default=2000)
+        d.add_argument("--seed", type=int, default=1)
+        if name == "dev":
+            d.add_argument("--port", type=int, default=3000)
+        d.set_defaults(func=func)
+
+    b = sub.add_parser("bench", help="measure each stage on synthetic districts")
+    b.add_argument("--students", type=int, nargs="+", default=[10_000, 200_000])
+    b.add_argument("--seed", type=int, default=7)
+    b.add_argument("--out", default="bench-results")
+    b.set_defaults(func=_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if (
+        args.command == "sandbox"
+        and args.action in ("up", "serve")
+        and not (args.inputs and args.districts_out)
+    ):
+        print("sg-orch sandbox up: --inputs and --districts-out are required", file=sys.stderr)
+        return 2
+    from sg_orchestration.config import ConfigError
+
+    try:
+        return args.func(args)
+    except ConfigError as exc:
+        print(f"configuration error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

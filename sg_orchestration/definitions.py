@@ -1,0 +1,15 @@
+"""The Dagster code location: ingest → dbt (→ validate → publish, in later layers) → automation."""
+
+import dagster as dg
+
+from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
+from sg_orchestration.ingest.assets import INGEST_ASSETS
+from sg_orchestration.transform.dbt import build_dbt_assets, dbt_resource
+
+defs = dg.Definitions(
+    assets=[*INGEST_ASSETS, build_dbt_assets()],
+    jobs=JOBS,
+    schedules=SCHEDULES,
+    sensors=SENSORS,
+    resources={"dbt": dbt_resource()},
+)

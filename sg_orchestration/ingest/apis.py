@@ -1,0 +1,170 @@
+"""Source API clients: the SameGoal state-reporting export and the Qmlativ student read.
+
+Both use OAuth client credentials; the token is fetched once per client, refreshed shortly before it
+expires and once on a 401. Transient failures (429, 5xx, timeouts) are retried with backoff, honouring
+Retry-After. Credentials and record contents never reach a log.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from datetime import UTC, datetime, timedelta
+from email.utils import parsedate_to_datetime
+
+import httpx
+
+RETRY_STATUSES = {429, 500, 502, 503, 504}
+MAX_ATTEMPTS = 5
+CURSOR_OVERLAP = timedelta(minutes=1)  # re-read a little: rows are deduplicated, late commits are not lost
+
+
+class SourceApiError(RuntimeError):
+    """An API answer we cannot use; names the endpoint and status, never the payload."""
+
+
+class _OAuthClient:
+    def __init__(self, base_url: str, fetch_token: Callable[[httpx.Client], dict], timeout: float = 30.0):
+        self.base_url = base_url.rstrip("/")
+        self._fetch_token = fetch_token
+        self._http = httpx.Client(timeout=timeout)
+        self._token: str | None = None
+        self._expires_at = 0.0
+
+    def close(self) -> None:
+        self._http.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def _bearer(self, force: bool = False) -> str:
+        if force or self._token is None or time.monotonic() > self._expires_at - 60:
+            body = self._fetch_token(self._http)
+            self._token = body["access_token"]
+            self._expires_at = time.monotonic() + float(body.get("expires_in", 3600))
+        return self._token
+
+    def get(self, url: str, params: dict | None = None) -> httpx.Response:
+        refreshed = False
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                response = self._http.get(
+                    url, params=params, headers={"Authorization": f"Bearer {self._bearer()}"}
+                )
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
+                if attempt == MAX_ATTEMPTS:
+                    raise SourceApiError(
+                        f"GET {httpx.URL(url).path}: {type(exc).__name__} after {attempt} tries"
+                    ) from None
+                time.sleep(min(2**attempt * 0.1, 5))
+                continue
+            if response.status_code == 401 and not refreshed:
+                refreshed = True
+                self._bearer(force=True)
+                continue
+            if response.status_code in RETRY_STATUSES and attempt < MAX_ATTEMPTS:
+                time.sleep(_retry_after(response, attempt))
+                continue
+            if response.status_code != 200:
+                raise SourceApiError(f"GET {httpx.URL(url).path}: HTTP {response.status_code}")
+            return response
+        raise SourceApiError(f"GET {httpx.URL(url).path}: gave up after {MAX_ATTEMPTS} tries")
+
+
+def _retry_after(response: httpx.Response, attempt: int) -> float:
+    value = response.headers.get("Retry-After")
+    if value:
+        try:
+            return min(float(value), 30.0)
+        except ValueError:
+            try:
+                return max(0.0, min((parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds(), 30.0))
+            except (TypeError, ValueError):
+                pass
+    return min(2**attempt * 0.1, 5.0)
+
+
+def _token_error(name: str, response: httpx.Response) -> SourceApiError:
+    return SourceApiError(
+        f"{name} token request refused: HTTP {response.status_code} (check the client key/secret)"
+    )
+
+
+class SameGoalClient(_OAuthClient):
+    def __init__(self, base_url: str, client_id: str, client_secret: str):
+        def fetch(http: httpx.Client) -> dict:
+            response = http.post(
+                f"{base_url.rstrip('/')}/oauth/token",
+                data={
+                    "grant_type": "client_credentials",
+                    "client_id": client_id,
+                    "client_secret": client_secret,
+                },
+            )
+            if response.status_code != 200:
+                raise _token_error("SameGoal", response)
+            return response.json()
+
+        super().__init__(base_url, fetch)
+
+    def export(self, form: str, completed_since: str | None, limit: int) -> tuple[list[list[dict]], str]:
+        """All pages of one form changed since the cursor, and the next cursor (the server's clock)."""
+        url = f"{self.base_url}/api/v1/state-reporting/{form}"
+        params: dict = {"limit": limit}
+        if completed_since:
+            params["completed_since"] = completed_since
+        pages: list[list[dict]] = []
+        server_now: datetime | None = None
+        while True:
+            response = self.get(url, params=params)
+            if server_now is None:
+                server_now = _server_time(response)
+            body = response.json()
+            if not isinstance(body.get("records"), list):
+                raise SourceApiError(f"GET {httpx.URL(url).path}: answer has no `records` list")
+            pages.append(body["records"])
+            if not body.get("next_cursor"):
+                break
+            params = {"limit": limit, "cursor": body["next_cursor"]}
+            if completed_since:
+                params["completed_since"] = completed_since
+        next_cursor = (server_now - CURSOR_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
+        return pages, next_cursor
+
+
+def _server_time(response: httpx.Response) -> datetime:
+    header = response.headers.get("Date")
+    if header:
+        try:
+            return parsedate_to_datetime(header).astimezone(UTC)
+        except (TypeError, ValueError):
+            pass
+    return datetime.now(UTC)
+
+
+class QmlativClient(_OAuthClient):
+    def __init__(self, base_url: str, key: str, secret: str):
+        def fetch(http: httpx.Client) -> dict:
+            response = http.get(
+                f"{base_url.rstrip('/')}/oauth/token",
+                params={"grant_type": "client_credentials"},
+                auth=(key, secret),
+            )
+            if response.status_code != 200:
+                raise _token_error("Qmlativ", response)
+            return response.json()
+
+        super().__init__(base_url, fetch)
+
+    def read_all(self, entity_id: int, module: str, obj: str, page_size: int) -> Iterator[list[dict]]:
+        url: str | None = f"{self.base_url}/Generic/{entity_id}/{module}/{obj}/1/{page_size}"
+        while url:
+            body = self.get(url).json()
+            objects = body.get("Objects")
+            if not isinstance(objects, list):
+                raise SourceApiError(f"GET {httpx.URL(url).path}: answer has no `Objects` list")
+            yield objects
+            url = (body.get("Paging") or {}).get("Next")

@@ -1,0 +1,163 @@
+"""Readers turn a source (a CSV file or API records) into column batches of strings, keeping every row.
+
+Nothing is dropped here: a row whose shape is wrong keeps its fields (in `_extra._fields`) and a reason
+(`_reject`), so the loader can store it in raw and report it. Types are checked later, in SQL, from the
+catalog.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pyarrow as pa
+
+from sg_orchestration.catalog import Source
+
+BATCH_ROWS = 100_000
+REJECT = "_reject"
+ROW = "_source_row"
+FIELDS = "_fields"
+
+
+class SourceFileError(ValueError):
+    """A whole file that cannot be read (missing, no header, missing columns); names file and cause."""
+
+
+@dataclass
+class Batches:
+    """What a reader produced: batches with the catalog columns, extra columns and per-row bookkeeping."""
+
+    origin: str
+    digest: str | None
+    extra_columns: list[str] = field(default_factory=list)
+    batches: Iterable[pa.Table] = ()
+    encoding_errors: bool = False
+
+
+def _table(columns: dict[str, list]) -> pa.Table:
+    arrays = {
+        name: pa.array(values, type=pa.int64() if name == ROW else pa.string())
+        for name, values in columns.items()
+    }
+    return pa.table(arrays)
+
+
+def _blank_to_none(value: str) -> str | None:
+    return value if value != "" else None
+
+
+def read_csv(source: Source, path: Path) -> Batches:
+    """Read a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) into batches."""
+    if not path.is_file():
+        raise SourceFileError(f"{path}: file not found (expected {source.file} for {source.name})")
+    data = path.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        text = data.decode("utf-8-sig")
+        encoding_errors = False
+    except UnicodeDecodeError:
+        # Keep the rows: undecodable bytes become U+FFFD and the loader flags the affected fields.
+        text = data.decode("utf-8-sig", errors="replace")
+        encoding_errors = True
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise SourceFileError(f"{path}: empty file, expected a header row") from None
+    header = [h.strip() for h in header]
+    missing = [c for c in source.column_names if c not in header]
+    if missing:
+        raise SourceFileError(
+            f"{path}: missing column(s) {missing}; the header must name {list(source.column_names)}"
+        )
+    duplicated = sorted({h for h in header if header.count(h) > 1})
+    if duplicated:
+        raise SourceFileError(f"{path}: column(s) {duplicated} appear more than once in the header")
+    extras = [h for h in header if h not in source.column_names]
+    return Batches(
+        origin=str(path),
+        digest=digest,
+        extra_columns=extras,
+        batches=_csv_batches(reader, header, source, extras),
+        encoding_errors=encoding_errors,
+    )
+
+
+def _csv_batches(reader, header: list[str], source: Source, extras: list[str]) -> Iterator[pa.Table]:
+    names = list(source.column_names) + extras
+    positions = [header.index(n) for n in names]
+    width = len(header)
+    row_number = 0
+    while True:
+        columns: dict[str, list] = {n: [] for n in names}
+        columns[REJECT] = []
+        columns[FIELDS] = []
+        columns[ROW] = []
+        try:
+            for row in reader:
+                row_number += 1
+                columns[ROW].append(row_number)
+                if len(row) == width:
+                    for n, p in zip(names, positions, strict=True):
+                        columns[n].append(_blank_to_none(row[p]))
+                    columns[REJECT].append(None)
+                    columns[FIELDS].append(None)
+                else:
+                    for n in names:
+                        columns[n].append(None)
+                    columns[REJECT].append(f"row has {len(row)} fields; the header has {width}")
+                    columns[FIELDS].append(json.dumps(row))
+                if len(columns[ROW]) >= BATCH_ROWS:
+                    break
+        except csv.Error as exc:
+            row_number += 1
+            columns[ROW].append(row_number)
+            for n in names:
+                columns[n].append(None)
+            columns[REJECT].append(f"unreadable CSV: {exc}")
+            columns[FIELDS].append(None)
+        if not columns[ROW]:
+            return
+        yield _table(columns)
+        if len(columns[ROW]) < BATCH_ROWS:
+            return
+
+
+def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]]) -> Batches:
+    """API records (JSON objects) as batches; keys outside the catalog are kept as extra columns."""
+    pages = list(pages)
+    extras = sorted({k for page in pages for r in page for k in r} - set(source.column_names))
+    names = list(source.column_names) + extras
+
+    def text(value) -> str | None:
+        if value is None or value == "":
+            return None
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        return (
+            value
+            if isinstance(value, str)
+            else json.dumps(value)
+            if isinstance(value, dict | list)
+            else str(value)
+        )
+
+    def batches() -> Iterator[pa.Table]:
+        row_number = 0
+        for page in pages:
+            if not page:
+                continue
+            columns: dict[str, list] = {n: [text(r.get(n)) for r in page] for n in names}
+            columns[REJECT] = [None] * len(page)
+            columns[FIELDS] = [None] * len(page)
+            columns[ROW] = list(range(row_number + 1, row_number + len(page) + 1))
+            row_number += len(page)
+            yield _table(columns)
+
+    return Batches(origin=origin, digest=None, extra_columns=extras, batches=batches())

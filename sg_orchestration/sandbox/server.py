@@ -1,0 +1,133 @@
+"""`Sandbox`: every sandbox server on 127.0.0.1, in a background thread running its own event loop."""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import threading
+from collections.abc import Coroutine
+from pathlib import Path
+
+import yaml
+from aiohttp import web
+
+from sg_orchestration.sandbox.data import read_district, write_atomically
+from sg_orchestration.sandbox.qmlativ import QmlativApi
+from sg_orchestration.sandbox.samegoal import SameGoalApi
+
+SAMEGOAL_CLIENT_ID = "SG_SANDBOX_SAMEGOAL_CLIENT_ID"
+SAMEGOAL_CLIENT_SECRET = "SG_SANDBOX_SAMEGOAL_CLIENT_SECRET"
+QMLATIV_KEY = "SG_SANDBOX_QMLATIV_KEY"
+QMLATIV_SECRET = "SG_SANDBOX_QMLATIV_SECRET"
+CREDENTIAL_NAMES = (SAMEGOAL_CLIENT_ID, SAMEGOAL_CLIENT_SECRET, QMLATIV_KEY, QMLATIV_SECRET)
+FILE_DROP_SYSTEMS = ("powerschool", "oneroster", "campus")  # read from folders; the others come over the APIs
+
+
+class Sandbox:
+    """The SameGoal and Qmlativ servers over a generated input folder, on free ports:
+
+        with Sandbox(inputs_dir) as sb:
+            sb.urls["samegoal"], sb.credentials[SAMEGOAL_CLIENT_ID], sb.write_districts_file(path)
+
+    Credentials (env-var name -> value) are random per sandbox unless given.
+    """
+
+    def __init__(self, inputs: Path, *, credentials: dict[str, str] | None = None, token_ttl: int = 3600):
+        self.inputs = Path(inputs).resolve()
+        self.district = read_district(self.inputs)
+        self.credentials = {name: secrets.token_urlsafe(24) for name in CREDENTIAL_NAMES} | (
+            credentials or {}
+        )
+        self.token_ttl = token_ttl
+        self.urls: dict[str, str] = {}
+        self._runners: list[web.AppRunner] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._thread: threading.Thread | None = None
+
+    def _apps(self) -> dict[str, web.Application]:
+        c = self.credentials
+        samegoal = SameGoalApi(
+            self.inputs / "samegoal", (c[SAMEGOAL_CLIENT_ID], c[SAMEGOAL_CLIENT_SECRET]), self.token_ttl
+        )
+        qmlativ = QmlativApi(
+            self.inputs / "qmlativ",
+            (c[QMLATIV_KEY], c[QMLATIV_SECRET]),
+            int(self.district["qmlativ_entity_id"]),
+            self.token_ttl,
+        )
+        return {"samegoal": samegoal.app(), "qmlativ": qmlativ.app()}
+
+    def __enter__(self) -> Sandbox:
+        apps = self._apps()  # loading the files can fail; do it before there is a thread to clean up
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="sg-sandbox", daemon=True)
+        self._thread.start()
+        try:
+            self.urls = self._call(self._start(apps))
+        except BaseException:
+            self.__exit__()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        if self._loop is None:
+            return
+        self._call(self._stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+        self._loop = self._thread = None
+        self.urls = {}
+
+    def _call(self, coro: Coroutine):
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    async def _start(self, apps: dict[str, web.Application]) -> dict[str, str]:
+        urls = {}
+        for name, app in apps.items():
+            # access logs would carry query strings (cursors) and nothing a sandbox user needs
+            runner = web.AppRunner(app, access_log=None, shutdown_timeout=5)
+            await runner.setup()
+            self._runners.append(runner)
+            await web.TCPSite(runner, "127.0.0.1", 0).start()
+            host, port = runner.addresses[0][:2]
+            urls[name] = f"http://{host}:{port}"
+        return urls
+
+    async def _stop(self) -> None:
+        for runner in self._runners:
+            await runner.cleanup()
+        self._runners.clear()
+
+    def write_districts_file(self, path: Path) -> Path:
+        """A districts.yaml for the generated district pointing at these servers, and beside it
+        (`path.with_suffix(".env")`, `NAME=value` lines) the credentials it names; returns the env file."""
+        if not self.urls:
+            raise RuntimeError("the sandbox is not running: use `with Sandbox(...) as sb:`")
+        d = self.district
+        district = {
+            "id": d["id"],
+            "name": d["name"],
+            "state": d["state"],
+            "timezone": d["timezone"],
+            "inputs": {f"{system}_dir": str(self.inputs / system) for system in FILE_DROP_SYSTEMS},
+            "samegoal": {
+                "base_url": self.urls["samegoal"],
+                "client_id_env": SAMEGOAL_CLIENT_ID,
+                "client_secret_env": SAMEGOAL_CLIENT_SECRET,
+                "cutover_dates": d["cutover_dates"],
+            },
+            "qmlativ": {
+                "base_url": self.urls["qmlativ"],
+                "client_key_env": QMLATIV_KEY,
+                "client_secret_env": QMLATIV_SECRET,
+                "entity_id": int(d["qmlativ_entity_id"]),
+                "access_expires": d["qmlativ_access_expires"],
+            },
+        }
+        path = Path(path)
+        header = f"# Written by the sg-orch sandbox for {self.inputs}; credentials are in {path.with_suffix('.env').name}.\n"
+        write_atomically(path, header + yaml.safe_dump({"districts": [district]}, sort_keys=False))
+        env_file = path.with_suffix(".env")
+        write_atomically(env_file, "".join(f"{k}={v}\n" for k, v in self.credentials.items()), mode=0o600)
+        return env_file

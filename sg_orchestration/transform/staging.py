@@ -1,0 +1,132 @@
+"""Writes the dbt sources and staging models from the catalog, so column types have one home.
+
+Run `uv run python -m sg_orchestration.transform.staging` after changing sg_orchestration/catalog.py;
+a test fails while the committed files differ from what this writes.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from sg_orchestration.catalog import SOURCES, TYPE_DESCRIPTIONS, Source
+from sg_orchestration.paths import DBT_PROJECT_DIR
+
+STAGING_DIR = DBT_PROJECT_DIR / "models" / "staging"
+HEADER = "-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.\n"
+CAST_MACRO = {
+    "text": None,
+    "date": "sg_date",
+    "datetime": "sg_datetime",
+    "bool": "sg_bool",
+    "int": "sg_int",
+    "decimal": "sg_decimal",
+}
+
+
+def model_name(source: Source) -> str:
+    return f"stg_{source.name}"
+
+
+def _select(source: Source) -> str:
+    lines = ["    _district_id as district_id"]
+    for column in source.columns:
+        quoted = '"' + column.name + '"'
+        macro = CAST_MACRO[column.type]
+        expr = f"{{{{ {macro}('{quoted}') }}}}" if macro else quoted
+        lines.append(f"    {expr} as {column.staged_name}")
+    lines += [
+        "    _extra as extra_columns",
+        "    _load_id as load_id",
+        "    _loaded_at as loaded_at",
+        "    _source_row as source_row",
+        "    _row_hash as row_hash",
+    ]
+    body = ",\n".join(lines)
+    where = "where _error is null  -- malformed rows stay in raw and ops.error_log"
+    if source.mode == "snapshot":
+        where += f"\n  and {{{{ latest_snapshot('{source.name}') }}}}"
+    return f"{HEADER}select\n{body}\nfrom {{{{ source('raw', '{source.name}') }}}}\n{where}\n"
+
+
+def _sources_yml() -> str:
+    tables = []
+    for s in SOURCES:
+        tables.append(
+            {
+                "name": s.name,
+                "description": s.description
+                or f"{s.system} `{s.file}` as received (all text), every load stamped.",
+                "meta": {"mode": s.mode},
+                "columns": [
+                    {"name": c.name, "description": f"{TYPE_DESCRIPTIONS[c.type]}"} for c in s.columns
+                ],
+            }
+        )
+    doc = {
+        "version": 2,
+        "sources": [
+            {
+                "name": "raw",
+                "schema": "raw",
+                "description": "Inputs as received (SPEC §3).",
+                "tables": tables,
+            },
+            {
+                "name": "ops",
+                "schema": "ops",
+                "description": "Operations tables written by the pipeline.",
+                "tables": [{"name": "loads", "description": "One row per load of a source for a district."}],
+            },
+        ],
+    }
+    return "# " + HEADER[3:] + yaml.safe_dump(doc, sort_keys=False, width=120)
+
+
+def _models_yml() -> str:
+    models = []
+    for s in SOURCES:
+        key = {c.staged_name for c in s.columns if c.name in s.key}
+        columns = [
+            {
+                "name": "district_id",
+                "description": "The district (tenant) the row belongs to.",
+                "data_tests": ["not_null"],
+            }
+        ]
+        for c in s.columns:
+            col: dict = {"name": c.staged_name, "description": f"`{c.name}`: {TYPE_DESCRIPTIONS[c.type]}."}
+            if c.required:
+                col["data_tests"] = ["not_null"]
+            columns.append(col)
+        model: dict = {
+            "name": model_name(s),
+            "description": f"Staged `{s.name}`: renamed and cast.",
+            "columns": columns,
+        }
+        if s.mode == "snapshot" and key:
+            model["data_tests"] = [
+                {"unique_per_district": {"column_names": sorted(key), "config": {"severity": "warn"}}}
+            ]
+        models.append(model)
+    return "# " + HEADER[3:] + yaml.safe_dump({"version": 2, "models": models}, sort_keys=False, width=120)
+
+
+def render() -> dict[Path, str]:
+    files = {STAGING_DIR / "_sources.yml": _sources_yml(), STAGING_DIR / "_staging.yml": _models_yml()}
+    for s in SOURCES:
+        files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _select(s)
+    return files
+
+
+def main() -> None:
+    for path in STAGING_DIR.rglob("stg_*.sql"):
+        path.unlink()
+    for path, text in render().items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""The DuckDB warehouse: short-lived connections and the `raw` / `ops` tables every layer shares.
+
+DuckDB allows one writing process per file, so every asset that writes here runs in the Dagster pool
+`WAREHOUSE_POOL` (limit 1, see dagster.yaml) and holds its connection only while it works.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import duckdb
+
+from sg_orchestration.catalog import SOURCES, Source
+from sg_orchestration.paths import warehouse_path
+
+WAREHOUSE_POOL = "duckdb_warehouse"
+
+OPS_DDL = """
+create schema if not exists raw;
+create schema if not exists ops;
+create sequence if not exists ops.load_id_seq start 1;
+create table if not exists ops.loads (
+    load_id bigint primary key,
+    district_id varchar not null,
+    source varchar not null,
+    origin varchar not null,
+    content_digest varchar,
+    started_at timestamptz not null,
+    finished_at timestamptz,
+    rows_read bigint,
+    rows_added bigint,
+    rows_with_errors bigint,
+    status varchar not null            -- loaded | unchanged | failed
+);
+create table if not exists ops.cursors (
+    district_id varchar not null,
+    source varchar not null,
+    cursor_value varchar not null,
+    updated_at timestamptz not null,
+    primary key (district_id, source)
+);
+create table if not exists ops.error_log (
+    district_id varchar not null,
+    stage varchar not null,            -- ingest | validate | publish
+    target varchar not null,           -- raw table or target resource
+    record_key_hash varchar not null,  -- md5 of the record's natural key: never the key itself
+    field varchar,
+    value varchar,
+    cause varchar not null,
+    fix varchar not null,
+    location varchar,                  -- file and row, or request
+    load_id bigint,
+    first_seen_at timestamptz not null,
+    last_seen_at timestamptz not null,
+    resolved_at timestamptz
+);
+"""
+
+LOAD_COLUMNS = (
+    ("_extra", "json"),
+    ("_district_id", "varchar"),
+    ("_load_id", "bigint"),
+    ("_loaded_at", "timestamptz"),
+    ("_origin", "varchar"),
+    ("_source_row", "bigint"),
+    ("_row_hash", "varchar"),
+    ("_key_hash", "varchar"),
+    ("_error", "varchar"),
+)
+
+
+def quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def raw_table(source: Source) -> str:
+    return f"raw.{quote(source.name)}"
+
+
+def raw_table_ddl(source: Source) -> str:
+    columns = [f"{quote(c)} varchar" for c in source.column_names]
+    columns += [f"{name} {ctype}" for name, ctype in LOAD_COLUMNS]
+    return f"create table if not exists {raw_table(source)} ({', '.join(columns)})"
+
+
+@contextmanager
+def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
+    path = warehouse_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = duckdb.connect(str(path), read_only=read_only)
+    try:
+        if not read_only:
+            con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))
+        yield con
+    finally:
+        con.close()

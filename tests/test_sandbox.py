@@ -1,0 +1,287 @@
+"""The sandbox servers honour the SameGoal (SPEC §3.1) and Qmlativ (SPEC §3.2, §4.1) contracts over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+
+import httpx
+import pytest
+
+from sg_orchestration import sandbox
+from sg_orchestration.catalog import SOURCES_BY_NAME
+from sg_orchestration.config import load_districts
+from sg_orchestration.sandbox import Sandbox
+from sg_orchestration.sandbox.server import (
+    QMLATIV_KEY,
+    QMLATIV_SECRET,
+    SAMEGOAL_CLIENT_ID,
+    SAMEGOAL_CLIENT_SECRET,
+)
+
+FORM = "special_education_enrollment"
+COLUMNS = SOURCES_BY_NAME[f"samegoal__{FORM}"].column_names
+# (document_id, document_status, completed_at): completed ones in 2024, plus two with no completed_at
+DOCUMENTS = [
+    ("SE-001", "complete", "2024-08-05T10:00:00Z"),
+    ("SE-002", "complete", "2024-08-20T09:30:00+00:00"),
+    ("SE-003", "complete", "2024-09-02T14:00:00Z"),
+    ("SE-004", "draft", ""),
+    ("SE-005", "complete", "2024-09-15T08:00:00"),  # no offset: UTC
+    ("SE-006", "voided", ""),
+    ("SE-007", "complete", "2024-10-01T12:00:00Z"),
+]
+STUDENTS = [
+    ("101", "9001", "L001", "S001", "Ana", "Diaz", "2012-03-04", "7"),
+    ("102", "9002", "L002", "S002", "Ben", "Ng", "2011-13-40", "7"),  # a bad date is still served
+    ("103", "9003", "L003", "S003", "Cy", "Ott", "2013-01-09", "7"),
+    ("104", "9004", "L004", "S004", "Di", "Park", "2012-07-21", "7"),
+    ("105", "9005", "L005"),  # short row: served with the fields it has
+]
+
+
+def _write_csv(path: Path, header: tuple[str, ...], rows: list[tuple[str, ...]], bom: bool = False) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = [",".join(header), *(",".join(row) for row in rows)]
+    path.write_text(("\ufeff" if bom else "") + "\r\n".join(lines) + "\r\n", encoding="utf-8")
+
+
+@pytest.fixture
+def inputs(tmp_path: Path) -> Path:
+    root = tmp_path / "inputs"
+    rows = [
+        (
+            doc_id,
+            status,
+            completed,
+            f"SG{n}",
+            f"L00{n}",
+            f"S00{n}",
+            "101",
+            "2024-08-01",
+            "",
+            "01",
+            "1",
+            "N",
+            "01",
+        )
+        for n, (doc_id, status, completed) in enumerate(DOCUMENTS, start=1)
+    ]
+    rows.append(("SE-008", "complete", "2024-10-02T00:00:00Z", "SG8"))  # short row
+    _write_csv(root / "samegoal" / f"{FORM}.csv", COLUMNS, rows, bom=True)
+    _write_csv(root / "qmlativ" / "students.csv", SOURCES_BY_NAME["qmlativ__students"].column_names, STUDENTS)
+    district = {
+        "id": "sandbox-isd",
+        "name": "Sandbox Independent School District",
+        "state": "TX",
+        "timezone": "America/Chicago",
+        "cutover_dates": {"special_education": "2024-08-01", "dyslexia": None},
+        "qmlativ_entity_id": 7,
+        "qmlativ_access_expires": "2027-07-31",
+        "edfi_district_number": "5375",
+        "school_years": [2025, 2026],
+        "as_of": "2024-10-15",
+    }
+    (root / "district.json").write_text(json.dumps(district))
+    return root
+
+
+@pytest.fixture
+def sb(inputs: Path):
+    with Sandbox(inputs) as running:
+        yield running
+
+
+def _samegoal(sb: Sandbox) -> httpx.Client:
+    client = httpx.Client(base_url=sb.urls["samegoal"])
+    token = client.post(
+        "/oauth/token",
+        data={
+            "grant_type": "client_credentials",
+            "client_id": sb.credentials[SAMEGOAL_CLIENT_ID],
+            "client_secret": sb.credentials[SAMEGOAL_CLIENT_SECRET],
+        },
+    )
+    assert token.status_code == 200
+    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
+    return client
+
+
+def _read_all(client: httpx.Client, **params) -> tuple[list[dict], httpx.Response]:
+    """Every record of FORM following next_cursor, and the first response."""
+    records, cursor, first = [], None, None
+    while True:
+        response = client.get(
+            f"/api/v1/state-reporting/{FORM}", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        first = first or response
+        records += response.json()["records"]
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return records, first
+
+
+def test_samegoal_token_flow_and_refusals(inputs: Path, sb: Sandbox):
+    url = sb.urls["samegoal"]
+    client_id, secret = sb.credentials[SAMEGOAL_CLIENT_ID], sb.credentials[SAMEGOAL_CLIENT_SECRET]
+    form = {"grant_type": "client_credentials"}
+
+    basic = httpx.post(f"{url}/oauth/token", data=form, auth=(client_id, secret))
+    assert basic.status_code == 200
+    assert basic.json()["token_type"] == "bearer" and basic.json()["expires_in"] == 3600
+    assert (
+        httpx.post(
+            f"{url}/oauth/token", data={**form, "client_id": client_id, "client_secret": "x"}
+        ).status_code
+        == 401
+    )
+    assert httpx.post(f"{url}/oauth/token", data=form, auth=(client_id, "x")).json() == {
+        "error": "invalid_client"
+    }
+
+    export = f"{url}/api/v1/state-reporting/{FORM}"
+    assert httpx.get(export).status_code == 401
+    assert httpx.get(export, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
+    good = {"Authorization": f"Bearer {basic.json()['access_token']}"}
+    assert httpx.get(export, headers=good).status_code == 200
+    assert httpx.get(f"{url}/api/v1/state-reporting/no_such_form", headers=good).status_code == 404
+    assert httpx.get(export, headers=good, params={"limit": 1001}).status_code == 400
+    assert httpx.get(export, headers=good, params={"cursor": "garbage"}).status_code == 400
+    assert httpx.get(export, headers=good, params={"completed_since": "yesterday"}).status_code == 400
+
+    with Sandbox(inputs, token_ttl=0) as expiring:
+        client = _samegoal(expiring)
+        assert client.get(f"/api/v1/state-reporting/{FORM}").status_code == 401
+
+
+def test_samegoal_pages_return_every_record_exactly_once(sb: Sandbox):
+    client = _samegoal(sb)
+    first = client.get(f"/api/v1/state-reporting/{FORM}", params={"limit": 3}).json()
+    assert len(first["records"]) == 3 and first["next_cursor"]
+    # a document arriving mid-paging neither shifts nor repeats the pages still to come
+    hook = client.post(
+        f"/_sandbox/samegoal/{FORM}",
+        json={"records": [{"document_id": "SE-100", "document_status": "draft"}]},
+    )
+    assert hook.json() == {"created": 1, "updated": 0}
+    rest, _ = _read_all(client, limit=3, cursor=first["next_cursor"])
+
+    ids = [r["document_id"] for r in first["records"] + rest]
+    assert sorted(ids) == [d[0] for d in DOCUMENTS] + ["SE-008", "SE-100"]
+    assert ids[-1] == "SE-100"
+    assert all(tuple(r) == COLUMNS for r in first["records"] + rest)
+
+    by_id = {r["document_id"]: r for r in first["records"] + rest}
+    assert by_id["SE-001"]["student_local_id"] == "L001"  # the BOM did not leak into the first column name
+    assert by_id["SE-001"]["end_date"] is None  # blank -> null
+    assert by_id["SE-008"]["samegoal_student_id"] == "SG8" and by_id["SE-008"]["start_date"] is None
+
+
+def test_completed_since_is_inclusive_and_includes_unfinished_documents(sb: Sandbox):
+    client = _samegoal(sb)
+    records, _ = _read_all(client, completed_since="2024-09-02T14:00:00Z", limit=2)
+    # SE-003 sits exactly on the boundary; drafts and voided carry the server's load time
+    assert {r["document_id"] for r in records} == {"SE-003", "SE-004", "SE-005", "SE-006", "SE-007", "SE-008"}
+    records, _ = _read_all(client, completed_since="2024-09-15T08:00:01+00:00")
+    assert {r["document_id"] for r in records} == {"SE-004", "SE-006", "SE-007", "SE-008"}
+
+
+def test_documents_posted_after_a_read_appear_when_reading_from_its_date(sb: Sandbox):
+    client = _samegoal(sb)
+    everything, first = _read_all(client)
+    assert len(everything) == 8
+    read_at = parsedate_to_datetime(first.headers["Date"])
+
+    new = {"document_id": "SE-200", "document_status": "complete", "completed_at": "2024-08-03T00:00:00Z"}
+    voided = {**next(r for r in everything if r["document_id"] == "SE-001"), "document_status": "voided"}
+    hook = client.post(f"/_sandbox/samegoal/{FORM}", json={"records": [new, voided]})
+    assert hook.json() == {"created": 1, "updated": 1}
+
+    changed, _ = _read_all(client, completed_since=read_at.isoformat())
+    by_id = {r["document_id"]: r for r in changed}
+    assert by_id["SE-200"]["completed_at"] == "2024-08-03T00:00:00Z"
+    assert by_id["SE-001"]["document_status"] == "voided"
+    assert not {"SE-002", "SE-003", "SE-005", "SE-007"} & set(by_id)  # completed long before the read
+
+
+def test_qmlativ_token_and_paging(sb: Sandbox):
+    url = sb.urls["qmlativ"]
+    key, secret = sb.credentials[QMLATIV_KEY], sb.credentials[QMLATIV_SECRET]
+    token_url = f"{url}/oauth/token?grant_type=client_credentials"
+    assert httpx.get(token_url).status_code == 401
+    assert httpx.get(token_url, auth=(key, "wrong")).status_code == 401
+    token = httpx.get(token_url, auth=(key, secret)).json()
+    assert token["token_type"] == "bearer"
+
+    client = httpx.Client(headers={"Authorization": f"Bearer {token['access_token']}"})
+    assert httpx.get(f"{url}/Generic/7/Student/Student/1/2").status_code == 401
+    assert client.get(f"{url}/Generic/8/Student/Student/1/2").status_code == 404
+    assert client.get(f"{url}/Generic/7/Student/Nope/1/2").status_code == 404
+    assert client.get(f"{url}/Generic/7/Student/Student/1/1001").status_code == 400
+
+    students, next_url = [], f"{url}/Generic/7/Student/Student/1/2"
+    while next_url:
+        body = client.get(next_url).json()
+        assert body["Paging"]["TotalCount"] == len(STUDENTS)
+        students += body["Objects"]
+        next_url = body["Paging"]["Next"]
+    assert body["Paging"]["Page"] == 3 and body["Paging"]["Previous"].endswith(
+        "/Generic/7/Student/Student/2/2"
+    )
+    assert [s["StudentID"] for s in students] == [101, 102, 103, 104, 105]
+    assert students[0] == {
+        "StudentID": 101,
+        "NameID": 9001,
+        "StudentNumber": "L001",
+        "StateID": "S001",
+        "FirstName": "Ana",
+        "LastName": "Diaz",
+        "BirthDate": "2012-03-04",
+        "EntityID": 7,
+    }
+    assert students[1]["BirthDate"] == "2011-13-40" and students[4]["LastName"] is None
+
+
+def test_districts_file_loads_and_points_at_the_servers(inputs: Path, sb: Sandbox, tmp_path: Path):
+    env_file = sb.write_districts_file(tmp_path / "out" / "districts.yaml")
+    assert env_file == tmp_path / "out" / "districts.env"
+    district = load_districts(tmp_path / "out" / "districts.yaml").get("sandbox-isd")
+
+    assert (
+        district.samegoal.base_url == sb.urls["samegoal"] and district.qmlativ.base_url == sb.urls["qmlativ"]
+    )
+    assert district.qmlativ.entity_id == 7 and str(district.qmlativ.access_expires) == "2027-07-31"
+    assert str(district.samegoal.cutover_dates["special_education"]) == "2024-08-01"
+    assert district.samegoal.cutover_dates["dyslexia"] is None
+    assert district.inputs.campus_dir == inputs / "campus" and district.inputs.samegoal_dir is None
+
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env == sb.credentials
+    assert env[district.samegoal.client_secret_env] == sb.credentials[SAMEGOAL_CLIENT_SECRET]
+    assert not any(value in (tmp_path / "out" / "districts.yaml").read_text() for value in env.values())
+    assert env_file.stat().st_mode & 0o077 == 0
+
+
+def test_up_and_down_run_a_detached_process(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setenv("SG_STATE_DIR", str(tmp_path / "state"))
+    state = sandbox.up(inputs, tmp_path / "districts.yaml")
+    try:
+        assert json.loads((tmp_path / "state" / "sandbox.json").read_text())["pid"] == state["pid"]
+        assert os.getsid(state["pid"]) == state["pid"]  # its own session: survives the shell that started it
+        env = dict(line.split("=", 1) for line in Path(state["env_file"]).read_text().splitlines())
+        district = load_districts(state["districts_file"]).get("sandbox-isd")
+        token = httpx.post(
+            f"{district.samegoal.base_url}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(env[district.samegoal.client_id_env], env[district.samegoal.client_secret_env]),
+        )
+        assert token.status_code == 200
+    finally:
+        assert sandbox.down()
+    assert not (tmp_path / "state" / "sandbox.json").exists()
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(state["urls"]["samegoal"])
+    assert not sandbox.down()
