@@ -1,4 +1,4 @@
-"""The sandbox servers honour the SameGoal (SPEC §3.1) and Qmlativ (SPEC §3.2, §4.1) contracts over real sockets."""
+"""The sandbox honours the SameGoal (SPEC §3.1) and Qmlativ (SPEC §3.2, §4.1) contracts, over real sockets."""
 
 from __future__ import annotations
 
@@ -95,9 +95,9 @@ def sb(inputs: Path):
 
 
 def _samegoal(sb: Sandbox) -> httpx.Client:
-    client = httpx.Client(base_url=sb.urls["samegoal"])
-    token = client.post(
-        "/oauth/token",
+    """A client of sb's SameGoal export API holding a fresh token (use it in a `with`)."""
+    token = httpx.post(
+        f"{sb.urls['samegoal']}/oauth/token",
         data={
             "grant_type": "client_credentials",
             "client_id": sb.credentials[SAMEGOAL_CLIENT_ID],
@@ -105,8 +105,15 @@ def _samegoal(sb: Sandbox) -> httpx.Client:
         },
     )
     assert token.status_code == 200
-    client.headers["Authorization"] = f"Bearer {token.json()['access_token']}"
-    return client
+    return httpx.Client(
+        base_url=sb.urls["samegoal"], headers={"Authorization": f"Bearer {token.json()['access_token']}"}
+    )
+
+
+@pytest.fixture
+def samegoal(sb: Sandbox):
+    with _samegoal(sb) as client:
+        yield client
 
 
 def _read_all(client: httpx.Client, **params) -> tuple[list[dict], httpx.Response]:
@@ -127,47 +134,40 @@ def _read_all(client: httpx.Client, **params) -> tuple[list[dict], httpx.Respons
 def test_samegoal_token_flow_and_refusals(inputs: Path, sb: Sandbox):
     url = sb.urls["samegoal"]
     client_id, secret = sb.credentials[SAMEGOAL_CLIENT_ID], sb.credentials[SAMEGOAL_CLIENT_SECRET]
-    form = {"grant_type": "client_credentials"}
+    grant = {"grant_type": "client_credentials"}
+    as_fields = {**grant, "client_id": client_id}
 
-    basic = httpx.post(f"{url}/oauth/token", data=form, auth=(client_id, secret))
+    basic = httpx.post(f"{url}/oauth/token", data=grant, auth=(client_id, secret))
     assert basic.status_code == 200
     assert basic.json()["token_type"] == "bearer" and basic.json()["expires_in"] == 3600
-    assert (
-        httpx.post(
-            f"{url}/oauth/token", data={**form, "client_id": client_id, "client_secret": "x"}
-        ).status_code
-        == 401
-    )
-    assert httpx.post(f"{url}/oauth/token", data=form, auth=(client_id, "x")).json() == {
-        "error": "invalid_client"
-    }
+    assert httpx.post(f"{url}/oauth/token", data={**as_fields, "client_secret": secret}).status_code == 200
+    wrong = httpx.post(f"{url}/oauth/token", data={**as_fields, "client_secret": "x"})
+    assert wrong.status_code == 401 and wrong.json() == {"error": "invalid_client"}
+    assert httpx.post(f"{url}/oauth/token", data=grant, auth=(client_id, "x")).status_code == 401
 
     export = f"{url}/api/v1/state-reporting/{FORM}"
+    good = {"Authorization": f"Bearer {basic.json()['access_token']}"}
     assert httpx.get(export).status_code == 401
     assert httpx.get(export, headers={"Authorization": "Bearer not-a-token"}).status_code == 401
-    good = {"Authorization": f"Bearer {basic.json()['access_token']}"}
     assert httpx.get(export, headers=good).status_code == 200
     assert httpx.get(f"{url}/api/v1/state-reporting/no_such_form", headers=good).status_code == 404
-    assert httpx.get(export, headers=good, params={"limit": 1001}).status_code == 400
-    assert httpx.get(export, headers=good, params={"cursor": "garbage"}).status_code == 400
-    assert httpx.get(export, headers=good, params={"completed_since": "yesterday"}).status_code == 400
+    for bad in ({"limit": 1001}, {"limit": 0}, {"cursor": "garbage"}, {"completed_since": "yesterday"}):
+        assert httpx.get(export, headers=good, params=bad).status_code == 400, bad
 
-    with Sandbox(inputs, token_ttl=0) as expiring:
-        client = _samegoal(expiring)
+    with Sandbox(inputs, token_ttl=0) as expiring, _samegoal(expiring) as client:
         assert client.get(f"/api/v1/state-reporting/{FORM}").status_code == 401
 
 
-def test_samegoal_pages_return_every_record_exactly_once(sb: Sandbox):
-    client = _samegoal(sb)
-    first = client.get(f"/api/v1/state-reporting/{FORM}", params={"limit": 3}).json()
+def test_samegoal_pages_return_every_record_exactly_once(samegoal: httpx.Client):
+    first = samegoal.get(f"/api/v1/state-reporting/{FORM}", params={"limit": 3}).json()
     assert len(first["records"]) == 3 and first["next_cursor"]
     # a document arriving mid-paging neither shifts nor repeats the pages still to come
-    hook = client.post(
+    hook = samegoal.post(
         f"/_sandbox/samegoal/{FORM}",
         json={"records": [{"document_id": "SE-100", "document_status": "draft"}]},
     )
     assert hook.json() == {"created": 1, "updated": 0}
-    rest, _ = _read_all(client, limit=3, cursor=first["next_cursor"])
+    rest, _ = _read_all(samegoal, limit=3, cursor=first["next_cursor"])
 
     ids = [r["document_id"] for r in first["records"] + rest]
     assert sorted(ids) == [d[0] for d in DOCUMENTS] + ["SE-008", "SE-100"]
@@ -180,27 +180,25 @@ def test_samegoal_pages_return_every_record_exactly_once(sb: Sandbox):
     assert by_id["SE-008"]["samegoal_student_id"] == "SG8" and by_id["SE-008"]["start_date"] is None
 
 
-def test_completed_since_is_inclusive_and_includes_unfinished_documents(sb: Sandbox):
-    client = _samegoal(sb)
-    records, _ = _read_all(client, completed_since="2024-09-02T14:00:00Z", limit=2)
+def test_completed_since_is_inclusive_and_includes_unfinished_documents(samegoal: httpx.Client):
+    records, _ = _read_all(samegoal, completed_since="2024-09-02T14:00:00Z", limit=2)
     # SE-003 sits exactly on the boundary; drafts and voided carry the server's load time
     assert {r["document_id"] for r in records} == {"SE-003", "SE-004", "SE-005", "SE-006", "SE-007", "SE-008"}
-    records, _ = _read_all(client, completed_since="2024-09-15T08:00:01+00:00")
+    records, _ = _read_all(samegoal, completed_since="2024-09-15T08:00:01+00:00")
     assert {r["document_id"] for r in records} == {"SE-004", "SE-006", "SE-007", "SE-008"}
 
 
-def test_documents_posted_after_a_read_appear_when_reading_from_its_date(sb: Sandbox):
-    client = _samegoal(sb)
-    everything, first = _read_all(client)
+def test_documents_posted_after_a_read_appear_when_reading_from_its_date(samegoal: httpx.Client):
+    everything, first = _read_all(samegoal)
     assert len(everything) == 8
     read_at = parsedate_to_datetime(first.headers["Date"])
 
     new = {"document_id": "SE-200", "document_status": "complete", "completed_at": "2024-08-03T00:00:00Z"}
     voided = {**next(r for r in everything if r["document_id"] == "SE-001"), "document_status": "voided"}
-    hook = client.post(f"/_sandbox/samegoal/{FORM}", json={"records": [new, voided]})
+    hook = samegoal.post(f"/_sandbox/samegoal/{FORM}", json={"records": [new, voided]})
     assert hook.json() == {"created": 1, "updated": 1}
 
-    changed, _ = _read_all(client, completed_since=read_at.isoformat())
+    changed, _ = _read_all(samegoal, completed_since=read_at.isoformat())
     by_id = {r["document_id"]: r for r in changed}
     assert by_id["SE-200"]["completed_at"] == "2024-08-03T00:00:00Z"
     assert by_id["SE-001"]["document_status"] == "voided"
@@ -215,22 +213,25 @@ def test_qmlativ_token_and_paging(sb: Sandbox):
     assert httpx.get(token_url, auth=(key, "wrong")).status_code == 401
     token = httpx.get(token_url, auth=(key, secret)).json()
     assert token["token_type"] == "bearer"
-
-    client = httpx.Client(headers={"Authorization": f"Bearer {token['access_token']}"})
     assert httpx.get(f"{url}/Generic/7/Student/Student/1/2").status_code == 401
-    assert client.get(f"{url}/Generic/8/Student/Student/1/2").status_code == 404
-    assert client.get(f"{url}/Generic/7/Student/Nope/1/2").status_code == 404
-    assert client.get(f"{url}/Generic/7/Student/Student/1/1001").status_code == 400
 
-    students, next_url = [], f"{url}/Generic/7/Student/Student/1/2"
-    while next_url:
-        body = client.get(next_url).json()
-        assert body["Paging"]["TotalCount"] == len(STUDENTS)
-        students += body["Objects"]
-        next_url = body["Paging"]["Next"]
-    assert body["Paging"]["Page"] == 3 and body["Paging"]["Previous"].endswith(
-        "/Generic/7/Student/Student/2/2"
-    )
+    with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token['access_token']}"}) as client:
+        assert client.get("/Generic/8/Student/Student/1/2").status_code == 404
+        assert client.get("/Generic/7/Student/Nope/1/2").status_code == 404
+        assert client.get("/Generic/7/Student/Student/1/1001").status_code == 400
+
+        students, next_url = [], f"{url}/Generic/7/Student/Student/1/2"
+        while next_url:
+            body = client.get(next_url).json()
+            students += body["Objects"]
+            next_url = body["Paging"]["Next"]
+    assert body["Paging"] == {
+        "Next": None,
+        "Previous": f"{url}/Generic/7/Student/Student/2/2",
+        "Page": 3,
+        "PageSize": 2,
+        "TotalCount": len(STUDENTS),
+    }
     assert [s["StudentID"] for s in students] == [101, 102, 103, 104, 105]
     assert students[0] == {
         "StudentID": 101,

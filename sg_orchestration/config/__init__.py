@@ -7,7 +7,6 @@ the names of environment variables; their values are read when a connection is m
 from __future__ import annotations
 
 import os
-import re
 from datetime import date
 from functools import cache
 from pathlib import Path
@@ -79,7 +78,7 @@ class Qmlativ(_Strict):
     entity_id: int
     access_expires: date
     page_size: int = Field(500, ge=1, le=5000)
-    objects: dict[str, QmlativObject] = Field(default_factory=dict)
+    objects: dict[str, QmlativObject] = Field(default_factory=dict, validate_default=True)
 
     @field_validator("objects")
     @classmethod
@@ -270,7 +269,3 @@ def _cached(path: str, mtime: float) -> DistrictsFile:
 def current_districts() -> DistrictsFile:
     path = districts_file_path()
     return _cached(str(path), path.stat().st_mtime if path.exists() else 0.0)
-
-
-def env_name_ok(name: str) -> bool:
-    return re.match(ENV_NAME, name) is not None

@@ -49,7 +49,7 @@ def read_district(inputs: Path) -> dict:
 
 
 def write_atomically(path: Path, text: str, mode: int = 0o644) -> None:
-    """Readers (another process, Dagster) never see a half-written file; `mode` is set before any byte lands."""
+    """Readers (another process, Dagster) never see half a file; `mode` applies before any byte lands."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w", encoding="utf-8") as f:

@@ -9,11 +9,11 @@ first, so there is only ever one, serving the inputs last given. `down` stops it
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -40,19 +40,17 @@ def _read_state() -> dict | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        # a child of this very process (up then down in one process) stays a zombie, which still takes
-        # signals, until it is reaped
+    # a child of this very process (up then down in one process) stays a zombie, which still takes
+    # signals, until it is reaped
+    with contextlib.suppress(ChildProcessError):
         if os.waitpid(pid, os.WNOHANG)[0] == pid:
             return False
-    except ChildProcessError:
-        pass
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
-    except PermissionError:
-        return True
+    except PermissionError:  # alive, under another user
+        pass
     return True
 
 
@@ -107,18 +105,25 @@ def up(inputs: Path, districts_out: Path) -> dict:
         "--districts-out",
         str(Path(districts_out).resolve()),
     ]
-    with log_file.open("wb") as out:
-        process = subprocess.Popen(
-            command, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
-        )
+    # posix_spawn rather than Popen: the server outlives this call, and a Popen object dropped while its
+    # process runs warns; `_alive` reaps it instead
+    pid = os.posix_spawn(
+        sys.executable,
+        command,
+        os.environ,
+        setsid=True,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log_file), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+    )
     deadline = time.monotonic() + READY_TIMEOUT
-    while (state := _read_state()) is None or state["pid"] != process.pid:
-        if process.poll() is not None:
-            raise RuntimeError(
-                f"the sandbox exited (code {process.returncode}) before it was ready; see {log_file}"
-            )
+    while (state := _read_state()) is None or state["pid"] != pid:
+        if not _alive(pid):
+            raise RuntimeError(f"the sandbox exited before it was ready; see {log_file}")
         if time.monotonic() > deadline:
-            _stop(process.pid)
+            _stop(pid)
             raise TimeoutError(f"the sandbox was not ready after {READY_TIMEOUT} s; see {log_file}")
         time.sleep(0.05)
     return {**state, "log": str(log_file)}

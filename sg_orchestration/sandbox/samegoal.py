@@ -58,13 +58,13 @@ class FormStore:
 
     def __init__(self, records: list[dict], loaded_at: int):
         self._docs: dict[str, tuple[int, dict]] = {}
-        for line, record in enumerate(records, start=2):
+        for n, record in enumerate(records):
             try:
                 changed = _instant(record["completed_at"] or "")
             except ValueError:
                 changed = loaded_at
             # a row without a document_id is still served, under a key no real id can take
-            key = record["document_id"] or f"\x00line {line}"
+            key = record["document_id"] or f"\x00row {n}"
             if key not in self._docs or self._docs[key][0] <= changed:
                 self._docs[key] = (changed, record)
         self._order: list[Position] = sorted((changed, key) for key, (changed, _) in self._docs.items())
@@ -82,7 +82,8 @@ class FormStore:
     def page(
         self, since: int | None, after: Position | None, limit: int
     ) -> tuple[list[dict], Position | None]:
-        """Up to `limit` records from `after` (exclusive) or `since` (inclusive), and the last position if more follow."""
+        """Up to `limit` records from `after` (exclusive) or else `since` (inclusive); the last position
+        sent if more follow, else None."""
         if after is not None:
             start = bisect_right(self._order, after)
         else:

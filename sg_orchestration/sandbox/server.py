@@ -126,8 +126,8 @@ class Sandbox:
             },
         }
         path = Path(path)
-        header = f"# Written by the sg-orch sandbox for {self.inputs}; credentials are in {path.with_suffix('.env').name}.\n"
-        write_atomically(path, header + yaml.safe_dump({"districts": [district]}, sort_keys=False))
         env_file = path.with_suffix(".env")
+        header = f"# Written by the sg-orch sandbox for {self.inputs}; credentials are in {env_file.name}.\n"
+        write_atomically(path, header + yaml.safe_dump({"districts": [district]}, sort_keys=False))
         write_atomically(env_file, "".join(f"{k}={v}\n" for k, v in self.credentials.items()), mode=0o600)
         return env_file

@@ -1,0 +1,31 @@
+# The two commands of the README are `make demo` and `make test`; `make dev` and `make bench` use the same set-up.
+SHELL := /bin/bash
+export DAGSTER_HOME ?= $(CURDIR)/.sg/dagster_home
+
+.PHONY: install browser demo dev test lint bench
+
+install:
+	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
+	@uv sync --frozen --quiet
+
+# Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ]; then apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; \
+	  else echo "install Debian's chromium (sudo apt-get install chromium) for the browser test"; fi; }
+
+demo: install
+	uv run sg-orch demo
+
+dev: install
+	uv run sg-orch dev
+
+lint: install
+	uv run ruff check .
+	uv run ruff format --check .
+
+test: install browser lint
+	uv run pytest
+
+bench: install
+	uv run sg-orch bench

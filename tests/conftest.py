@@ -1,0 +1,100 @@
+"""Shared fixtures: one small synthetic district, the sandbox serving it, and a districts file with two
+districts over the same data — `demo` through the sandbox APIs, `filedrop` entirely from file drops.
+
+Everything lives in a per-session temporary folder; each test that writes the warehouse gets its own
+DuckDB file through SG_WAREHOUSE_PATH.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import yaml
+
+STUDENTS = 300
+SEED = 3
+
+
+@pytest.fixture(scope="session")
+def session_dir(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("sg")
+    os.environ["SG_STATE_DIR"] = str(path / "state")
+    os.environ.setdefault("SG_WAREHOUSE_PATH", str(path / "session-warehouse.duckdb"))
+    return path
+
+
+@pytest.fixture(scope="session")
+def district_inputs(session_dir) -> Path:
+    from sg_orchestration.generate import generate_district
+
+    out = session_dir / "inputs"
+    generate_district(out, students=STUDENTS, seed=SEED)
+    return out
+
+
+@pytest.fixture(scope="session")
+def manifest(district_inputs) -> dict:
+    import json
+
+    return json.loads((district_inputs / "manifest.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def sandbox(district_inputs):
+    from sg_orchestration.sandbox import Sandbox
+
+    with Sandbox(district_inputs) as sb:
+        yield sb
+
+
+@pytest.fixture(scope="session")
+def districts_file(session_dir, district_inputs, sandbox) -> Path:
+    """`demo` (SameGoal and Qmlativ over the sandbox APIs) and `filedrop` (every source from files)."""
+    path = session_dir / "districts.yaml"
+    sandbox.write_districts_file(path)
+    os.environ.update(sandbox.credentials)
+    doc = yaml.safe_load(path.read_text())
+    demo = doc["districts"][0]
+    assert demo["id"] == "demo"
+    filedrop = yaml.safe_load(yaml.safe_dump(demo))
+    filedrop.update(id="filedrop", name="File Drop ISD (synthetic)")
+    filedrop["inputs"].update(
+        samegoal_dir=str(district_inputs / "samegoal"), qmlativ_dir=str(district_inputs / "qmlativ")
+    )
+    del filedrop["samegoal"]["base_url"], filedrop["qmlativ"]["base_url"]
+    doc["districts"].append(filedrop)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    os.environ["SG_DISTRICTS_FILE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def districts(districts_file):
+    from sg_orchestration.config import load_districts
+
+    return load_districts(districts_file)
+
+
+@pytest.fixture(scope="session")
+def dbt_manifest(session_dir):
+    from sg_orchestration.transform.dbt import prepare
+
+    prepare()
+
+
+@pytest.fixture
+def warehouse(tmp_path, monkeypatch) -> Path:
+    """A fresh DuckDB file for this test."""
+    path = tmp_path / "warehouse.duckdb"
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def defs(districts_file, dbt_manifest):
+    """The code location, loaded with the test districts (partitions are the configured districts)."""
+    from sg_orchestration.definitions import defs
+
+    return defs

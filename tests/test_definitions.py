@@ -1,0 +1,60 @@
+"""The code location loads, every source and staging model is an asset, and the keys do not drift."""
+
+import os
+import subprocess
+import sys
+
+import dagster as dg
+
+from sg_orchestration.catalog import SOURCES
+from sg_orchestration.paths import PROJECT_ROOT
+from sg_orchestration.transform.staging import model_name
+from sg_orchestration.warehouse import WAREHOUSE_POOL
+
+
+def test_every_source_has_an_ingest_asset_with_its_pandera_check_and_a_staging_model(defs):
+    graph = defs.resolve_asset_graph()
+    keys = {k.to_user_string() for k in graph.get_all_asset_keys()}
+    for source in SOURCES:
+        assert f"raw/{source.name}" in keys
+        assert f"staging/{model_name(source)}" in keys
+        assert dg.AssetCheckKey(dg.AssetKey(["raw", source.name]), "raw_schema") in graph.asset_check_keys
+
+
+def test_dbt_tests_surface_as_asset_checks(defs):
+    checks = defs.resolve_asset_graph().asset_check_keys
+    assert any(c.name.startswith("not_null_stg_powerschool__students_local_id") for c in checks)
+    assert any(c.name.startswith("unique_per_district_stg_powerschool__students") for c in checks)
+
+
+def test_every_asset_is_partitioned_by_district_and_every_warehouse_writer_is_in_the_pool(defs, districts):
+    graph = defs.resolve_asset_graph()
+    for key in graph.materializable_asset_keys:
+        node = graph.get(key)
+        assert node.partitions_def is not None, key
+        assert set(node.partitions_def.get_partition_keys()) == {d.id for d in districts.districts}
+    writers = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
+    assert len(writers) == len(SOURCES) + 1  # every ingest asset and the dbt project
+    for assets_def in writers:
+        assert assets_def.op.pool == WAREHOUSE_POOL, assets_def.op.name
+
+
+def test_a_nightly_schedule_per_district_in_its_timezone(defs, districts):
+    schedules = {s.name: s for s in defs.schedules}
+    for district in districts.districts:
+        schedule = schedules[f"nightly_{district.id.replace('-', '_')}"]
+        assert schedule.execution_timezone == district.timezone
+        assert schedule.job_name == "nightly"
+
+
+def test_dagster_definitions_validate_passes(districts_file, dbt_manifest):
+    env = {**os.environ, "SG_DISTRICTS_FILE": str(districts_file)}
+    result = subprocess.run(
+        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        cwd=PROJECT_ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

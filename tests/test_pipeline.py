@@ -1,0 +1,42 @@
+"""A whole nightly run of a small district, in process: ingest over the sandbox APIs, dbt, checks, summary."""
+
+from sg_orchestration.catalog import SOURCES
+from sg_orchestration.cli import main
+from sg_orchestration.transform.staging import model_name
+from sg_orchestration.warehouse import connect
+
+
+def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(defs, districts_file, warehouse, capsys):
+    code = main(["run", "--districts-file", str(districts_file), "--district", "demo"])
+    out = capsys.readouterr().out
+    assert code == 0, out[-4000:]
+    assert "sg_orchestration summary" in out and "result: OK" in out
+    assert "dbt: 32 models built" in out
+    with connect() as con:
+        for source in SOURCES:
+            staged = con.execute(f"select count(*) from staging.{model_name(source)}").fetchone()[0]
+            clean = con.execute(
+                f"select count(*) from raw.\"{source.name}\" where _district_id = 'demo' and _error is null"
+            ).fetchone()[0]
+            if source.mode == "documents":
+                assert staged == clean > 0, source.name
+            else:
+                assert 0 < staged <= clean, source.name
+        open_errors = con.execute("select count(*) from ops.error_log where resolved_at is null").fetchone()[0]
+    assert open_errors > 0  # the synthetic district has malformed rows, reported in the summary
+    assert "open errors in ops.error_log" in out
+
+
+def test_summary_and_metadata_carry_no_student_data(defs, districts_file, warehouse, capsys, district_inputs):
+    main(["run", "--districts-file", str(districts_file), "--district", "filedrop", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "[dry run]" in out
+    first_student = (district_inputs / "powerschool" / "students.csv").read_text().splitlines()[1].split(",")
+    local_id, last_name = first_student[0], first_student[4]
+    summary = out[out.index("sg_orchestration summary") :]
+    assert local_id not in summary and last_name not in summary
+
+
+def test_an_unknown_district_is_refused_with_the_configured_ids(districts_file, capsys):
+    assert main(["run", "--districts-file", str(districts_file), "--district", "nowhere"]) == 2
+    assert "demo" in capsys.readouterr().err
