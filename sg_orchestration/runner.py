@@ -28,7 +28,7 @@ def run_district(districts_file: Path, district_id: str, dry_run: bool = False) 
     from sg_orchestration.definitions import defs
     from sg_orchestration.summary import collect, render
 
-    job = defs.get_job_def("nightly")
+    job = defs.resolve_job_def("nightly")
     tags = {"sg/dry_run": "true"} if dry_run else {}
     result = job.execute_in_process(
         partition_key=district.id, instance=_instance(), raise_on_error=False, tags=tags

@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from sg_orchestration.catalog import SOURCES, SOURCES_BY_NAME
-from sg_orchestration.ingest.assets import ingest_source, transport
+from sg_orchestration.ingest.pipeline import ingest_source, transport
 from sg_orchestration.ingest.readers import SourceFileError, read_csv
 from sg_orchestration.warehouse import connect
 

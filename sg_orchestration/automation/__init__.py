@@ -5,14 +5,12 @@ import re
 import dagster as dg
 
 from sg_orchestration.config import District, current_districts
-from sg_orchestration.partitions import DISTRICTS
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in the district's own timezone: data is there the next morning (seed 000)
 
 nightly_job = dg.define_asset_job(
     "nightly",
     selection=dg.AssetSelection.all(),
-    partitions_def=DISTRICTS,
     description="Ingest, transform, validate and publish one district.",
 )
 

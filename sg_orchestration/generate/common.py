@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import csv
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import date, timedelta
 from functools import cached_property
@@ -82,13 +83,22 @@ def pick(table: Sequence[str], idx: np.ndarray) -> list[str]:
     return np.asarray(table, dtype=object)[idx].tolist()
 
 
-def choose(rng: np.random.Generator, table: Sequence[str], n: int, p: Sequence[float] | None = None) -> list[str]:
+def choose(
+    rng: np.random.Generator, table: Sequence[str], n: int, p: Sequence[float] | None = None
+) -> list[str]:
     weights = None if p is None else np.asarray(p, dtype=float) / np.sum(p)
     return pick(table, rng.choice(len(table), size=n, p=weights))
 
 
 def strs(values: np.ndarray) -> list[str]:
     return list(map(str, np.asarray(values).tolist()))
+
+
+def texts(values: Sequence[str]) -> np.ndarray:
+    """Strings as a numpy object array, so a block of rows is one fancy index away."""
+    out = np.empty(len(values), dtype=object)
+    out[:] = values
+    return out
 
 
 def flag(mask: np.ndarray, true: str = "Y", false: str = "N") -> list[str]:
@@ -101,7 +111,9 @@ def blank_where(values: Sequence[str], mask: np.ndarray) -> list[str]:
     return out.tolist()
 
 
-def at_least(rng: np.random.Generator, mask: np.ndarray, k: int, eligible: np.ndarray | None = None) -> np.ndarray:
+def at_least(
+    rng: np.random.Generator, mask: np.ndarray, k: int, eligible: np.ndarray | None = None
+) -> np.ndarray:
     """`mask` with members added from `eligible` until it has `k`, so every case exists even at small N."""
     mask = mask.copy()
     missing = k - int(mask.sum())
@@ -214,3 +226,30 @@ class CsvOut:
 def write_blocks(out: CsvOut, n: int, build: Callable[[slice], Sequence[Sequence[str]]]) -> None:
     for lo in range(0, n, BLOCK):
         out.write(build(slice(lo, min(n, lo + BLOCK))))
+
+
+class Output:
+    """The folder being written: opens each file with its planned faults and keeps the manifest's facts."""
+
+    def __init__(self, root: Path, faults: Sequence[tuple[int, Fault]]):
+        self.root = root
+        self._faults = faults
+        self.files: dict[str, int] = {}
+        self.malformed: list[dict] = []
+        self.quirks: list[dict] = []
+
+    @contextmanager
+    def csv(self, source: str, extra_columns: Sequence[str] = (), bom: bool = False) -> Iterator[CsvOut]:
+        src = SOURCES_BY_NAME[source]
+        file = f"{src.system}/{src.file}"
+        faults = [(at, f) for at, f in self._faults if f.file == file]
+        out = CsvOut(self.root, source, extra_columns, faults, bom)
+        try:
+            yield out
+        finally:
+            self.files[file] = out.close()
+            self.malformed.extend(out.placed)
+
+    def quirk(self, file: str, kind: str, **where: object) -> None:
+        """A file-level oddity that must still parse: a BOM, an unknown column, a quoted line break."""
+        self.quirks.append({"file": file, "kind": kind, **where})
