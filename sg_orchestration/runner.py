@@ -31,7 +31,11 @@ def run_district(districts_file: Path, district_id: str, dry_run: bool = False) 
     job = defs.resolve_job_def("nightly")
     tags = {"sg/dry_run": "true"} if dry_run else {}
     result = job.execute_in_process(
-        partition_key=district.id, instance=_instance(), raise_on_error=False, tags=tags
+        partition_key=district.id,
+        instance=_instance(),
+        raise_on_error=False,
+        tags=tags,
+        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
     )
     summary = collect(result, district.id)
     print(render(summary, district, dry_run=dry_run))

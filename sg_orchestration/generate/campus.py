@@ -185,9 +185,12 @@ def _accommodated(rng: np.random.Generator, pop: Population) -> np.ndarray:
     """About one student in eight: most with an IEP or a 504 plan, some emergent bilinguals."""
     share = np.where(pop.sped, 0.55, np.where(pop.section_504, 0.5, np.where(pop.eb, 0.2, 0.005)))
     tested = (pop.grade >= 3) | (pop.eb & (pop.grade >= 0))
-    daep = pop.school == len(pop.schools) - 1
     accommodated = tested & (rng.random(pop.n) < share)
-    return at_least(rng, accommodated & daep, 1, tested & daep) | accommodated
+    # However small the district, every state test and the excluded school have accommodated students.
+    daep = pop.school == len(pop.schools) - 1
+    for group, k in ((pop.sped & (pop.grade >= 3), 3), (pop.grade == 3, 1), (pop.eb & tested, 1), (daep, 1)):
+        accommodated |= at_least(rng, accommodated & group, k, tested & group)
+    return accommodated
 
 
 def _previous_school(rng: np.random.Generator, pop: Population) -> np.ndarray:
@@ -219,12 +222,13 @@ def _write_accommodations(
         ended, -rng.integers(400, 700, size=pop.n), np.where(future, rng.integers(1, 60, size=pop.n), 0)
     ) - np.where(ended | future, 0, rng.integers(1, 330, size=pop.n))
     end = start + 365 + rng.integers(0, 30, size=pop.n)
-    open_ended = ~ended & ~future & (rng.random(pop.n) < 0.15)
+    current = sendable & ~ended & ~future
+    open_ended = at_least(rng, ~ended & ~future & (rng.random(pop.n) < 0.15), 1, current)
     modified = np.minimum(start, 0) - rng.integers(0, 10, size=pop.n)
     modified_second = rng.integers(12 * 3600, 23 * 3600, size=pop.n)
 
     # Row-level exceptions, each on its own rows of current plans of sendable students.
-    pool = rng.permutation(np.flatnonzero(sendable[person] & ~ended[person] & ~future[person]))
+    pool = rng.permutation(np.flatnonzero(current[person]))
     sizes = [
         max(k, round(n * share))
         for k, share in ((2, 0.01), (len(INVALID_PAIRS), 0.005), (1, 0.003), (1, 0.003))
@@ -273,8 +277,10 @@ def _accommodation_rows(
     alternate = at_least(
         rng, can_take & np.isin(pop.disability, _ALTERNATE) & (rng.random(pop.n) < 0.35), 2, can_take
     )
-    # Some SIS records still carry the alternate assessment's former name.
-    legacy = at_least(rng, alternate & (rng.random(pop.n) < 0.2), 1, alternate)
+    # Some SIS records still carry the alternate assessment's former name; both names always appear.
+    legacy = alternate & (rng.random(pop.n) < 0.2)
+    named = rng.permutation(np.flatnonzero(alternate))
+    legacy[named[0]], legacy[named[1]] = False, True
     alternate_name = np.where(legacy, ISTAR, np.where(alternate, I_AM, None))
     person, test, subject, code = [], [], [], []
     for s, grade, alt, eb in zip(

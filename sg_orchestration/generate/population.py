@@ -136,6 +136,7 @@ class Population:
         self.has_middle = rng.random(n) < 0.7
 
         self.grade = rng.choice(GRADES, size=n, p=_GRADE_SHARE / _GRADE_SHARE.sum())
+        self.grade[rng.choice(n, size=len(GRADES), replace=False)] = GRADES  # every grade, however small
         # Five on the first day of school in kindergarten, a year older per grade.
         age_days = np.round((self.grade + 5) * 365.25).astype(np.int64) + rng.integers(0, 365, size=n)
         self.birth = clock.first_day(clock.year) - age_days

@@ -154,7 +154,7 @@ class _Forms:
         student = np.repeat(students, k)
         age = np.arange(len(student)) - np.repeat(np.cumsum(k) - k, k)  # 0 = the newest
         day = np.repeat(newest, k) - period * age + rng.integers(-10, 11, size=len(student))
-        day = np.clip(day, np.minimum(self.pop.entry[student], 0), 0)
+        day = _distinct_days(student, np.clip(day, np.minimum(self.pop.entry[student], 0), 0))
         return student, day, age == 0
 
     def build(self, form: str) -> _Documents:

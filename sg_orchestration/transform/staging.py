@@ -107,7 +107,7 @@ def _models_yml() -> str:
         }
         if s.mode == "snapshot" and key:
             model["data_tests"] = [
-                {"unique_per_district": {"column_names": sorted(key), "config": {"severity": "warn"}}}
+                {"unique_per_district": {"arguments": {"column_names": sorted(key)}, "config": {"severity": "warn"}}}
             ]
         models.append(model)
     return "# " + HEADER[3:] + yaml.safe_dump({"version": 2, "models": models}, sort_keys=False, width=120)
