@@ -6,6 +6,7 @@ DuckDB allows one writing process per file, so every asset that writes here runs
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -88,7 +89,9 @@ def raw_table_ddl(source: Source) -> str:
 def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    # A bounded memory limit lets DuckDB spill to disk instead of growing with the district.
+    config = {"memory_limit": os.environ.get("SG_DUCKDB_MEMORY_LIMIT", "1GB"), "preserve_insertion_order": False}
+    con = duckdb.connect(str(path), read_only=read_only, config=config)
     try:
         if not read_only:
             con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))

@@ -7,9 +7,9 @@ catalog.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import hashlib
-import io
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -52,41 +52,61 @@ def _blank_to_none(value: str) -> str | None:
     return value if value != "" else None
 
 
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class _DecodeErrors:
+    """Counts undecodable bytes while a file streams; they become U+FFFD and the loader flags the fields."""
+
+    name = "sg_count_and_replace"
+    count = 0
+
+    @classmethod
+    def handle(cls, exc: UnicodeDecodeError) -> tuple[str, int]:
+        cls.count += 1
+        return "\ufffd", exc.end
+
+
+codecs.register_error(_DecodeErrors.name, _DecodeErrors.handle)
+
+
 def read_csv(source: Source, path: Path) -> Batches:
-    """Read a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) into batches."""
+    """Stream a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) as batches."""
     if not path.is_file():
         raise SourceFileError(f"{path}: file not found (expected {source.file} for {source.name})")
-    data = path.read_bytes()
-    digest = hashlib.sha256(data).hexdigest()
-    try:
-        text = data.decode("utf-8-sig")
-        encoding_errors = False
-    except UnicodeDecodeError:
-        # Keep the rows: undecodable bytes become U+FFFD and the loader flags the affected fields.
-        text = data.decode("utf-8-sig", errors="replace")
-        encoding_errors = True
-    reader = csv.reader(io.StringIO(text, newline=""))
+    errors_before = _DecodeErrors.count  # before the first read: decoding runs ahead of the csv reader
+    handle = path.open(encoding="utf-8-sig", errors=_DecodeErrors.name, newline="")
+    reader = csv.reader(handle)
     try:
         header = next(reader)
     except StopIteration:
+        handle.close()
         raise SourceFileError(f"{path}: empty file, expected a header row") from None
     header = [h.strip() for h in header]
     missing = [c for c in source.column_names if c not in header]
-    if missing:
-        raise SourceFileError(
-            f"{path}: missing column(s) {missing}; the header must name {list(source.column_names)}"
-        )
     duplicated = sorted({h for h in header if header.count(h) > 1})
-    if duplicated:
+    if missing or duplicated:
+        handle.close()
+        if missing:
+            raise SourceFileError(
+                f"{path}: missing column(s) {missing}; the header must name {list(source.column_names)}"
+            )
         raise SourceFileError(f"{path}: column(s) {duplicated} appear more than once in the header")
     extras = [h for h in header if h not in source.column_names]
-    return Batches(
-        origin=str(path),
-        digest=digest,
-        extra_columns=extras,
-        batches=_csv_batches(reader, header, source, extras),
-        encoding_errors=encoding_errors,
-    )
+    batches = Batches(origin=str(path), digest=_sha256(path), extra_columns=extras)
+
+    def stream() -> Iterator[pa.Table]:
+        with handle:
+            yield from _csv_batches(reader, header, source, extras)
+        batches.encoding_errors = _DecodeErrors.count > errors_before
+
+    batches.batches = stream()
+    return batches
 
 
 def _csv_batches(reader, header: list[str], source: Source, extras: list[str]) -> Iterator[pa.Table]:
