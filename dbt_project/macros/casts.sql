@@ -1,11 +1,14 @@
-{#- Casts from raw text to types. Raw rows that break these types never reach staging: ingest keeps them
-    in raw with the reason and ops.error_log lists them. -#}
-{% macro sg_date(col) %}cast({{ col }} as date){% endmacro %}
-{% macro sg_datetime(col) %}cast({{ col }} as timestamptz){% endmacro %}
-{% macro sg_int(col) %}cast({{ col }} as bigint){% endmacro %}
-{% macro sg_decimal(col) %}cast({{ col }} as decimal(18, 4)){% endmacro %}
-{% macro sg_bool(col) %}(case when {{ col }} in ('Y', 'y', 'true', 'TRUE', 'True', '1') then true
-    when {{ col }} is not null then false end){% endmacro %}
+{#- Casts from raw text to the catalog's types. Raw rows that break these types never reach staging:
+    ingest keeps them in raw with the reason and lists them in ops.error_log. -#}
+{% macro sg_cast(col, type) -%}
+{%- if type == 'date' -%} cast({{ col }} as date)
+{%- elif type == 'datetime' -%} cast({{ col }} as timestamptz)
+{%- elif type == 'int' -%} cast({{ col }} as bigint)
+{%- elif type == 'decimal' -%} cast({{ col }} as decimal(18, 4))
+{%- elif type == 'bool' -%} (case when {{ col }} in {{ sg_true_values() }} then true when {{ col }} is not null then false end)
+{%- else -%} {{ col }}
+{%- endif -%}
+{%- endmacro %}
 
 {#- A snapshot source's current state is its latest completed load for each district. -#}
 {% macro latest_snapshot(source_name) %}_load_id = (

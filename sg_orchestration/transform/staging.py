@@ -10,44 +10,25 @@ from pathlib import Path
 
 import yaml
 
-from sg_orchestration.catalog import SOURCES, TYPE_DESCRIPTIONS, Source
+from sg_orchestration.catalog import SOURCES, TRUE_VALUES, TYPE_DESCRIPTIONS, Source
 from sg_orchestration.paths import DBT_PROJECT_DIR
 
 STAGING_DIR = DBT_PROJECT_DIR / "models" / "staging"
 HEADER = "-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.\n"
-CAST_MACRO = {
-    "text": None,
-    "date": "sg_date",
-    "datetime": "sg_datetime",
-    "bool": "sg_bool",
-    "int": "sg_int",
-    "decimal": "sg_decimal",
-}
+MACROS_FILE = DBT_PROJECT_DIR / "macros" / "_catalog.sql"
 
 
 def model_name(source: Source) -> str:
     return f"stg_{source.name}"
 
 
-def _select(source: Source) -> str:
-    lines = ["    _district_id as district_id"]
-    for column in source.columns:
-        quoted = '"' + column.name + '"'
-        macro = CAST_MACRO[column.type]
-        expr = f"{{{{ {macro}('{quoted}') }}}}" if macro else quoted
-        lines.append(f"    {expr} as {column.staged_name}")
-    lines += [
-        "    _extra as extra_columns",
-        "    _load_id as load_id",
-        "    _loaded_at as loaded_at",
-        "    _source_row as source_row",
-        "    _row_hash as row_hash",
-    ]
-    body = ",\n".join(lines)
-    where = "where _error is null  -- malformed rows stay in raw and ops.error_log"
-    if source.mode == "snapshot":
-        where += f"\n  and {{{{ latest_snapshot('{source.name}') }}}}"
-    return f"{HEADER}select\n{body}\nfrom {{{{ source('raw', '{source.name}') }}}}\n{where}\n"
+def _model(source: Source) -> str:
+    return f"{HEADER}-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.\n{{{{ stage('{source.name}') }}}}\n"
+
+
+def _macros() -> str:
+    values = ", ".join("'" + v + "'" for v in TRUE_VALUES)
+    return f"{HEADER}{{% macro sg_true_values() %}}({values}){{% endmacro %}}\n"
 
 
 def _sources_yml() -> str:
@@ -60,7 +41,12 @@ def _sources_yml() -> str:
                 or f"{s.system} `{s.file}` as received (all text), every load stamped.",
                 "meta": {"mode": s.mode},
                 "columns": [
-                    {"name": c.name, "description": f"{TYPE_DESCRIPTIONS[c.type]}"} for c in s.columns
+                    {
+                        "name": c.name,
+                        "description": TYPE_DESCRIPTIONS[c.type],
+                        "meta": {"type": c.type, "staged_name": c.staged_name},
+                    }
+                    for c in s.columns
                 ],
             }
         )
@@ -107,16 +93,25 @@ def _models_yml() -> str:
         }
         if s.mode == "snapshot" and key:
             model["data_tests"] = [
-                {"unique_per_district": {"arguments": {"column_names": sorted(key)}, "config": {"severity": "warn"}}}
+                {
+                    "unique_per_district": {
+                        "arguments": {"column_names": sorted(key)},
+                        "config": {"severity": "warn"},
+                    }
+                }
             ]
         models.append(model)
     return "# " + HEADER[3:] + yaml.safe_dump({"version": 2, "models": models}, sort_keys=False, width=120)
 
 
 def render() -> dict[Path, str]:
-    files = {STAGING_DIR / "_sources.yml": _sources_yml(), STAGING_DIR / "_staging.yml": _models_yml()}
+    files = {
+        STAGING_DIR / "_sources.yml": _sources_yml(),
+        STAGING_DIR / "_staging.yml": _models_yml(),
+        MACROS_FILE: _macros(),
+    }
     for s in SOURCES:
-        files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _select(s)
+        files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _model(s)
     return files
 
 

@@ -1,15 +1,3 @@
 -- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
-select
-    _district_id as district_id,
-    "calendar_id" as calendar_id,
-    "school_id" as school_id,
-    {{ sg_int('"school_year"') }} as school_year,
-    {{ sg_bool('"state_exclude"') }} as state_exclude,
-    _extra as extra_columns,
-    _load_id as load_id,
-    _loaded_at as loaded_at,
-    _source_row as source_row,
-    _row_hash as row_hash
-from {{ source('raw', 'campus__calendars') }}
-where _error is null  -- malformed rows stay in raw and ops.error_log
-  and {{ latest_snapshot('campus__calendars') }}
+-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.
+{{ stage('campus__calendars') }}

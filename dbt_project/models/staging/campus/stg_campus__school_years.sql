@@ -1,14 +1,3 @@
 -- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
-select
-    _district_id as district_id,
-    {{ sg_int('"school_year"') }} as school_year,
-    {{ sg_date('"start_date"') }} as start_date,
-    {{ sg_date('"end_date"') }} as end_date,
-    _extra as extra_columns,
-    _load_id as load_id,
-    _loaded_at as loaded_at,
-    _source_row as source_row,
-    _row_hash as row_hash
-from {{ source('raw', 'campus__school_years') }}
-where _error is null  -- malformed rows stay in raw and ops.error_log
-  and {{ latest_snapshot('campus__school_years') }}
+-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.
+{{ stage('campus__school_years') }}

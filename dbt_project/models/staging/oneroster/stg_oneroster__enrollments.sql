@@ -1,21 +1,3 @@
 -- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
-select
-    _district_id as district_id,
-    "sourcedId" as sourced_id,
-    "status" as status,
-    {{ sg_datetime('"dateLastModified"') }} as date_last_modified,
-    "classSourcedId" as class_sourced_id,
-    "schoolSourcedId" as school_sourced_id,
-    "userSourcedId" as user_sourced_id,
-    "role" as role,
-    {{ sg_bool('"primary"') }} as primary,
-    {{ sg_date('"beginDate"') }} as begin_date,
-    {{ sg_date('"endDate"') }} as end_date,
-    _extra as extra_columns,
-    _load_id as load_id,
-    _loaded_at as loaded_at,
-    _source_row as source_row,
-    _row_hash as row_hash
-from {{ source('raw', 'oneroster__enrollments') }}
-where _error is null  -- malformed rows stay in raw and ops.error_log
-  and {{ latest_snapshot('oneroster__enrollments') }}
+-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.
+{{ stage('oneroster__enrollments') }}

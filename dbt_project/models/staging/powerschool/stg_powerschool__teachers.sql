@@ -1,16 +1,3 @@
 -- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
-select
-    _district_id as district_id,
-    "Teacher Id" as teacher_id,
-    "First Name" as first_name,
-    "Last Name" as last_name,
-    "Email" as email,
-    "School Number" as school_number,
-    _extra as extra_columns,
-    _load_id as load_id,
-    _loaded_at as loaded_at,
-    _source_row as source_row,
-    _row_hash as row_hash
-from {{ source('raw', 'powerschool__teachers') }}
-where _error is null  -- malformed rows stay in raw and ops.error_log
-  and {{ latest_snapshot('powerschool__teachers') }}
+-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.
+{{ stage('powerschool__teachers') }}

@@ -1,26 +1,3 @@
 -- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.
-select
-    _district_id as district_id,
-    "document_id" as document_id,
-    "document_status" as document_status,
-    {{ sg_datetime('"completed_at"') }} as completed_at,
-    "samegoal_student_id" as samegoal_student_id,
-    "student_local_id" as student_local_id,
-    "student_state_id" as student_state_id,
-    "campus_id" as campus_id,
-    "home_language" as home_language,
-    {{ sg_date('"home_language_survey_date_administered"') }} as home_language_survey_date_administered,
-    {{ sg_bool('"entered_district_as_eb_monitored"') }} as entered_district_as_eb_monitored,
-    {{ sg_date('"start_date"') }} as start_date,
-    {{ sg_date('"end_date"') }} as end_date,
-    "state_parental_permission" as state_parental_permission,
-    {{ sg_bool('"eb"') }} as eb,
-    "state_bilingual_program_type" as state_bilingual_program_type,
-    "state_esl_program_type" as state_esl_program_type,
-    _extra as extra_columns,
-    _load_id as load_id,
-    _loaded_at as loaded_at,
-    _source_row as source_row,
-    _row_hash as row_hash
-from {{ source('raw', 'samegoal__emergent_bilingual') }}
-where _error is null  -- malformed rows stay in raw and ops.error_log
+-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.
+{{ stage('samegoal__emergent_bilingual') }}
