@@ -237,9 +237,8 @@ def test_one_population_behind_every_system(district: District):
         for r in district.records("oneroster/users.csv")
         if r["role"] == "student"
     }
-    assert campus <= set(ps) and oneroster.items() <= ps.items() and qm.items() <= ps.items()
-    assert len(ps) - len(campus) <= 2  # at most the phantom copies of malformed campus rows differ
-    assert {r["StudentNumber"] for r in district.records("qmlativ/students.csv")} <= set(ps)
+    assert campus == set(ps) and oneroster == ps
+    assert qm.items() <= ps.items()  # Qmlativ lacks only the students demographics has not synced
     entity = {r["EntityID"] for r in district.records("qmlativ/students.csv")}
     assert entity == {str(district.facts["qmlativ_entity_id"])}
 
@@ -319,24 +318,22 @@ def test_samegoal_documents_cover_every_status_and_supersession(district: Distri
                 assert later["completed_at"] > first["completed_at"], form
                 superseded += 1
     assert statuses == {"complete", "draft", "in_review", "voided"}
-    assert (
-        superseded >= district.manifest["cases"]["samegoal_documents_superseded"] - 2
-    )  # minus broken copies
-    assert superseded >= 1
+    assert superseded == district.manifest["cases"]["samegoal_documents_superseded"] >= 1
 
 
 def test_samegoal_records_before_cutover_and_a_program_never_integrated(district: District):
     cutovers = district.facts["cutover_dates"]
     assert set(cutovers) == set(SAMEGOAL_PROGRAMS)
     assert cutovers["intervention_strategy"] is None
-    assert district.records("samegoal/intervention_strategy.csv")
+    never = len(district.records("samegoal/intervention_strategy.csv"))
+    assert never == district.manifest["cases"]["samegoal_documents_program_not_integrated"] >= 1
     before = 0
     for form, (program, _) in SAMEGOAL_FORMS.items():
         if cutovers[program]:
             before += sum(
                 d[_date_field(form)] < cutovers[program] for d in district.records(f"samegoal/{form}.csv")
             )
-    assert before >= 1
+    assert before == district.manifest["cases"]["samegoal_documents_before_cutover"] >= 1
 
 
 def test_samegoal_disability_ranks_and_an_unknown_state_code(district: District):
@@ -351,9 +348,9 @@ def test_samegoal_disability_ranks_and_an_unknown_state_code(district: District)
 def test_powerschool_homeless_fields_hold_the_seed_metadata(district: District):
     students = district.records("powerschool/students.csv")
     homeless = [s for s in students if s["Doctor Phone"] == "Y"]
-    assert 1 <= len(homeless) <= 0.06 * len(students)
+    assert 1 <= len(homeless) <= 0.08 * len(students)
     assert all(s["Alert Other"] for s in homeless)  # primary nighttime residence
-    assert {s["Alert Other Expires"] for s in homeless} == {"Y", "N"}  # unaccompanied youth
+    assert "Y" in {s["Alert Other Expires"] for s in homeless} <= {"Y", "N"}  # unaccompanied youth
     assert not any(s["Alert Other"] for s in students if s["Doctor Phone"] == "N")
     users = district.records("oneroster/users.csv")
     assert any(u["metadata.is_identified_as_homeless"] == "true" for u in users)

@@ -143,29 +143,36 @@ def write_campus(out: Output, pop: Population, seed: int) -> dict[str, int]:
     current_calendar = np.where(virtual, virtual_calendar, n_schools + pop.school)
     begin = np.maximum(clock.first_day(y), pop.entry)
     end = np.where(pop.active, 0, pop.left)
-    # Last year, for students who were here: their school then, the same one unless they changed band.
-    was_here = pop.years_here >= 1
+    # Last year's enrollment, for students who were here: the same school unless they changed band.
+    here_before = np.flatnonzero(pop.years_here >= 1)
     previous_school = _previous_school(rng, pop)
 
-    enrolled_before = np.flatnonzero(was_here)
-    k_before = len(enrolled_before)
-
-    def enrollments(rows: slice) -> list[list[str]]:
-        k = np.arange(k_before + pop.n)[rows]
-        last_year = k < k_before
-        s = np.where(last_year, enrolled_before[np.minimum(k, k_before - 1)], k - k_before)
-        calendar = np.where(last_year, previous_school[s], current_calendar[s])
+    def last_year(rows: slice) -> list[list[str]]:
+        s = here_before[rows]
+        n = len(s)
         return [
-            strs(1 + k),
+            strs(1 + np.arange(len(here_before))[rows]),
             person_ids[s].tolist(),
-            calendar_ids[calendar].tolist(),
-            clock.iso(np.where(last_year, clock.first_day(y - 1), begin[s])),
-            clock.iso(np.where(last_year, clock.last_day(y - 1), end[s]), blank=~last_year & pop.active[s]),
-            flag(~last_year & no_show[s]),
+            calendar_ids[previous_school[s]].tolist(),
+            clock.iso(np.full(n, clock.first_day(y - 1))),
+            clock.iso(np.full(n, clock.last_day(y - 1))),
+            ["N"] * n,
+        ]
+
+    def this_year(rows: slice) -> list[list[str]]:
+        s = np.arange(pop.n)[rows]
+        return [
+            strs(1 + len(here_before) + s),
+            person_ids[s].tolist(),
+            calendar_ids[current_calendar[s]].tolist(),
+            clock.iso(begin[s]),
+            clock.iso(end[s], blank=pop.active[s]),
+            flag(no_show[s]),
         ]
 
     with out.csv("campus__enrollments") as csv_out:
-        write_blocks(csv_out, k_before + pop.n, enrollments)
+        write_blocks(csv_out, len(here_before), last_year)
+        write_blocks(csv_out, pop.n, this_year)
 
     sendable = accommodated & ~(virtual | no_show | missing_edfi | excluded_school[pop.school])
     cases = _write_accommodations(out, rng_for(seed, "accommodations"), pop, accommodated, sendable)
@@ -186,9 +193,18 @@ def _accommodated(rng: np.random.Generator, pop: Population) -> np.ndarray:
     share = np.where(pop.sped, 0.55, np.where(pop.section_504, 0.5, np.where(pop.eb, 0.2, 0.005)))
     tested = (pop.grade >= 3) | (pop.eb & (pop.grade >= 0))
     accommodated = tested & (rng.random(pop.n) < share)
-    # However small the district, every state test and the excluded school have accommodated students.
+    # However small the district, every state test and every exclusion has accommodated students.
     daep = pop.school == len(pop.schools) - 1
-    for group, k in ((pop.sped & (pop.grade >= 3), 3), (pop.grade == 3, 1), (pop.eb & tested, 1), (daep, 1)):
+    virtual_academy = (pop.school == 0) & (pop.grade >= 9) & pop.active  # see write_campus
+    groups = (
+        (tested, 15),
+        (pop.sped & (pop.grade >= 3), 3),
+        (pop.grade == 3, 1),
+        (pop.eb & tested, 1),
+        (daep, 1),
+        (virtual_academy, 1),
+    )
+    for group, k in groups:
         accommodated |= at_least(rng, accommodated & group, k, tested & group)
     return accommodated
 
@@ -213,34 +229,39 @@ def _write_accommodations(
     student (enrolled, not excluded, with an Ed-Fi id), so the exception is the only reason not to send."""
     clock = pop.clock
     person, test, subject, code = _accommodation_rows(rng, pop, accommodated)
-    n = len(person)
 
     # The plan's dates, per student: current, ended before as_of, or not started yet.
     ended = at_least(rng, sendable & (rng.random(pop.n) < 0.05), 1, sendable)
     future = at_least(rng, sendable & ~ended & (rng.random(pop.n) < 0.03), 1, sendable & ~ended)
-    start = np.where(
-        ended, -rng.integers(400, 700, size=pop.n), np.where(future, rng.integers(1, 60, size=pop.n), 0)
-    ) - np.where(ended | future, 0, rng.integers(1, 330, size=pop.n))
-    end = start + 365 + rng.integers(0, 30, size=pop.n)
+    start = -rng.integers(1, 330, size=pop.n)
+    start = np.where(ended, -rng.integers(400, 700, size=pop.n), start)
+    start = np.where(future, rng.integers(1, 60, size=pop.n), start)
+    end = start + 365 + rng.integers(0, 30, size=pop.n)  # an annual plan
     current = sendable & ~ended & ~future
-    open_ended = at_least(rng, ~ended & ~future & (rng.random(pop.n) < 0.15), 1, current)
+    open_ended = at_least(rng, accommodated & ~ended & ~future & (rng.random(pop.n) < 0.15), 1, current)
     modified = np.minimum(start, 0) - rng.integers(0, 10, size=pop.n)
     modified_second = rng.integers(12 * 3600, 23 * 3600, size=pop.n)
 
-    # Row-level exceptions, each on its own rows of current plans of sendable students.
-    pool = rng.permutation(np.flatnonzero(current[person]))
-    sizes = [
-        max(k, round(n * share))
-        for k, share in ((2, 0.01), (len(INVALID_PAIRS), 0.005), (1, 0.003), (1, 0.003))
-    ]
-    unmapped, invalid, bad_subject, bad_code, _ = np.split(pool, np.cumsum(sizes))
-    test[unmapped] = texts(UNMAPPED_TESTS)[np.arange(len(unmapped)) % len(UNMAPPED_TESTS)]
-    pairs = np.arange(len(invalid)) % len(INVALID_PAIRS)
-    test[invalid] = texts([t for t, _ in INVALID_PAIRS])[pairs]
-    code[invalid] = texts([c for _, c in INVALID_PAIRS])[pairs]
-    subject[invalid] = "01"
-    subject[bad_subject] = UNKNOWN_SUBJECT
-    code[bad_code] = UNKNOWN_ACCOMMODATION
+    # Rows that each break one rule, added to students whose plan is otherwise sendable today.
+    k = max(1, round(len(person) * 0.003))
+    exceptions = {
+        "unmapped_assessment": [
+            (UNMAPPED_TESTS[j % len(UNMAPPED_TESTS)], "02", "ET") for j in range(max(2, 3 * k))
+        ],
+        "invalid_pair": [(t, "01", c) for t, c in INVALID_PAIRS * k],
+        "unknown_subject": [(ILEARN_3_8, UNKNOWN_SUBJECT, "ET")] * k,
+        "unknown_accommodation": [(ILEARN_3_8, "02", UNKNOWN_ACCOMMODATION)] * k,
+    }
+    extra = [row for rows in exceptions.values() for row in rows]
+    candidates = np.flatnonzero(current)
+    who = rng.choice(candidates, size=len(extra), replace=len(candidates) < len(extra))
+    order = np.argsort(np.concatenate([person, who]), kind="stable")  # each student's rows together
+    person = np.concatenate([person, who])[order]
+    test, subject, code = (
+        np.concatenate([values, texts([row[j] for row in extra])])[order]
+        for j, values in enumerate((test, subject, code))
+    )
+    n = len(person)
 
     def block(rows: slice) -> list[list[str]]:
         p = person[rows]
@@ -261,11 +282,7 @@ def _write_accommodations(
         "campus_accommodations_ended": int(ended[person].sum()),
         "campus_accommodations_not_started": int(future[person].sum()),
         "campus_accommodations_open_ended": int(open_ended[person].sum()),
-        "campus_accommodations_unmapped_assessment": len(unmapped),
-        "campus_accommodations_invalid_pair": len(invalid),
-        "campus_accommodations_unknown_subject": len(bad_subject),
-        "campus_accommodations_unknown_accommodation": len(bad_code),
-    }
+    } | {f"campus_accommodations_{kind}": len(rows) for kind, rows in exceptions.items()}
 
 
 def _accommodation_rows(

@@ -31,6 +31,11 @@ def school_year_of(day: date) -> int:
     return day.year + 1 if day.month >= 7 else day.year
 
 
+def school_days(year: int) -> tuple[date, date]:
+    """The first and the last day of instruction of a school year (given by its END year)."""
+    return date(year - 1, 8, 14), date(year, 5, 29)
+
+
 @dataclass(frozen=True)
 class Clock:
     """Every date the generator writes is an offset in days from `as_of`, so `as_of` only moves dates."""
@@ -45,10 +50,10 @@ class Clock:
         return (d - self.as_of).days
 
     def first_day(self, year: int) -> int:
-        return self.day(date(year - 1, 8, 14))
+        return self.day(school_days(year)[0])
 
     def last_day(self, year: int) -> int:
-        return self.day(date(year, 5, 29))
+        return self.day(school_days(year)[1])
 
     @cached_property
     def _days(self) -> np.ndarray:

@@ -28,15 +28,21 @@ from sg_orchestration.generate.powerschool import (
     CITIES,
     LUNCH_STATUSES,
     Addresses,
-    emails,
     homeroom,
-    phone,
-    section_ids,
     student_email,
+)
+from sg_orchestration.generate.roster import (
+    COURSES,
+    GRADE_NAMES,
+    RELATIONSHIPS,
+    Roster,
+    contact_emails,
+    contact_ids,
+    contact_phones,
+    section_ids,
     teacher_emails,
     teacher_ids,
 )
-from sg_orchestration.generate.roster import COURSES, GRADE_NAMES, RELATIONSHIPS, Roster
 
 # The seed's metadata extensions, snake_case, in the order the mapping table lists them.
 STUDENT_METADATA = (
@@ -89,6 +95,10 @@ def _true_false(mask: np.ndarray) -> list[str]:
     return flag(mask, "true", "false")
 
 
+def guardian_ids(contacts: np.ndarray) -> list[str]:
+    return ["gdn-" + k for k in contact_ids(contacts)]
+
+
 def _blanks(n: int, k: int) -> list[list[str]]:
     return [[""] * n for _ in range(k)]
 
@@ -98,8 +108,7 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
     schools = pop.schools
     org_ids = texts([f"org-{s.number}" for s in schools])
     student_ids = "stu-" + pop.local_id
-    contact_ids = texts(strs(300_001 + np.arange(len(roster.contact_student))))
-    guardian_ids = "gdn-" + contact_ids
+    n_contacts = len(roster.contact_student)
     first_names, last_names = texts(FIRST_F + FIRST_M), texts(LAST)
 
     with out.csv("oneroster__manifest") as csv_out:
@@ -169,12 +178,15 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
         ])  # fmt: skip
 
     addresses = Addresses(pop, seed)
-    # A student's guardians, comma-separated: the contacts of one student are consecutive.
-    starts = np.searchsorted(roster.contact_student, np.arange(pop.n + 1))
-    guardian_list = guardian_ids.tolist()
-    agents = [
-        ",".join(guardian_list[a:b]) for a, b in zip(starts[:-1].tolist(), starts[1:].tolist(), strict=True)
-    ]
+    # A student's contacts are consecutive: student k's are first_contact[k] up to first_contact[k + 1].
+    first_contact = np.searchsorted(roster.contact_student, np.arange(pop.n + 1))
+
+    def agents(s: np.ndarray) -> list[str]:
+        """Each student's guardians, comma-separated."""
+        lo = first_contact[s[0]]
+        ids = guardian_ids(np.arange(lo, first_contact[s[-1] + 1]))
+        bounds = zip((first_contact[s] - lo).tolist(), (first_contact[s + 1] - lo).tolist(), strict=True)
+        return [",".join(ids[a:b]) for a, b in bounds]
 
     def students(rows: slice) -> list[list[str]]:
         s = np.arange(pop.n)[rows]
@@ -194,7 +206,7 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
             pop.state_id[s].tolist(),  # the seed maps State Province Id to the human-readable identifier
             student_email(pop, s),
             *_blanks(n, 2),
-            agents[rows],
+            agents(s),
             pick(GRADE_NAMES, pop.grade[s] + 1),
             [""] * n,
             pop.local_id[s].tolist(),
@@ -235,23 +247,20 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
         ]  # fmt: skip
 
     def guardians(rows: slice) -> list[list[str]]:
-        c = np.arange(len(contact_ids))[rows]
+        c = np.arange(n_contacts)[rows]
         n = len(c)
         s = roster.contact_student[c]
         first, last = first_names[roster.contact_first[c]], last_names[roster.contact_last[c]]
-        email = blank_where(
-            emails(first, last, (300_001 + c) % 1000, "example.com"), ~roster.contact_has_email[c]
-        )
-        home = np.where(roster.contact_has_home_phone[c], phone(roster.contact_phone[c] // 100), "").tolist()
-        cell = phone(roster.contact_phone[c])
+        email = blank_where(contact_emails(roster, c), ~roster.contact_has_email[c])
+        home, cell = contact_phones(roster, c)
         relationship = roster.contact_relationship[c]
         return [
-            guardian_ids[c].tolist(), *_blanks(n, 2),
+            guardian_ids(c), *_blanks(n, 2),
             ["true"] * n,
             org_ids[pop.school[s]].tolist(),
             pick([r[2] for r in RELATIONSHIPS], relationship),
             email,
-            ("{SIS:" + contact_ids[c] + "}").tolist(),
+            ["{SIS:" + k + "}" for k in contact_ids(c)],
             first.tolist(),
             last.tolist(),
             [""] * n,
@@ -270,7 +279,7 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
     with out.csv("oneroster__users", extra_columns=METADATA) as csv_out:
         write_blocks(csv_out, pop.n, students)
         write_blocks(csv_out, len(roster.teacher_school), teachers)
-        write_blocks(csv_out, len(contact_ids), guardians)
+        write_blocks(csv_out, n_contacts, guardians)
 
     section_begin = np.array([clock.day(t.start) for t in terms])[roster.section_term]
     section_end = np.array([clock.day(t.end) for t in terms])[roster.section_term]
@@ -334,7 +343,7 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
         write_blocks(csv_out, pop.n, demographics)
 
     return {
-        "oneroster_users_guardians": len(contact_ids),
+        "oneroster_users_guardians": n_contacts,
         "oneroster_users_disabled": int((~pop.active).sum()),
         "oneroster_users_homeless": int(pop.homeless.sum()),
     }

@@ -24,39 +24,30 @@ from sg_orchestration.generate.population import (
     TX_DISTRICT,
     Population,
 )
-from sg_orchestration.generate.roster import COURSES, RELATIONSHIPS, Roster
+from sg_orchestration.generate.roster import (
+    COURSES,
+    RELATIONSHIPS,
+    Roster,
+    contact_emails,
+    contact_ids,
+    contact_phones,
+    section_ids,
+    teacher_emails,
+    teacher_ids,
+)
 
 # McKinney-Vento primary nighttime residence (EDFacts codes): doubled-up, shelters, hotels, unsheltered.
 NIGHTTIME_RESIDENCES = ("DOUBLE", "STH", "HOTMOT", "UNSHELTERED")
 _NIGHTTIME_SHARE = (0.75, 0.12, 0.07, 0.06)
 LUNCH_STATUSES = ("F", "R", "P")  # free, reduced, paid: the population's `lunch` indexes them
-CITIES = (
-    ("Cedar Springs", "78613"),
-    ("Bluebonnet", "78660"),
-    ("Pecan Grove", "78664"),
-    ("Live Oak", "78641"),
-)
-STREETS = (
-    "Oak",
-    "Elm",
-    "Pecan",
-    "Mesquite",
-    "Bluebonnet",
-    "Ranch Road",
-    "Mockingbird",
-    "Cypress",
-    "Main",
-    "Lamar",
-)
+# fmt: off
+CITIES = (("Cedar Springs", "78613"), ("Bluebonnet", "78660"), ("Pecan Grove", "78664"), ("Live Oak", "78641"))
+STREETS = ("Oak", "Elm", "Pecan", "Mesquite", "Bluebonnet", "Ranch Road", "Mockingbird", "Cypress", "Main",
+           "Lamar")
+# fmt: on
 STREET_KINDS = ("St", "Ave", "Dr", "Ln", "Trl", "Blvd")
 EXTRA_COLUMN = "Locker Number"  # a column the catalog does not know: kept in raw, ignored downstream
 EMAIL_DOMAIN = "students.demoisd.net"
-STAFF_DOMAIN = "demoisd.net"
-
-
-def phone(numbers: np.ndarray) -> list[str]:
-    """Fictional numbers only: 555-01XX is reserved for fiction."""
-    return [f"(512) 555-01{n % 100:02d}" for n in numbers.tolist()]
 
 
 class Addresses:
@@ -70,6 +61,7 @@ class Addresses:
         self.city = rng.integers(len(CITIES), size=pop.n)
         residence = rng.choice(len(NIGHTTIME_RESIDENCES), size=pop.n, p=_NIGHTTIME_SHARE)
         self.residence = np.where(pop.homeless, residence, -1)
+        # At least one unsheltered student, whose home address is blank.
         self.residence[np.flatnonzero(pop.homeless)[:1]] = NIGHTTIME_RESIDENCES.index("UNSHELTERED")
 
     def street_of(self, s: np.ndarray) -> list[str]:
@@ -100,10 +92,6 @@ def homeroom(pop: Population, s: np.ndarray) -> list[str]:
     return np.where(pop.grade[s] <= 5, np.char.add("Rm ", room), "").astype(object).tolist()
 
 
-def grade_level(pop: Population, s: np.ndarray) -> list[str]:
-    return strs(pop.grade[s])
-
-
 def write_powerschool(out: Output, pop: Population, roster: Roster, seed: int) -> dict[str, int]:
     addresses = Addresses(pop, seed)
     school_numbers = texts([s.number for s in pop.schools])
@@ -119,7 +107,7 @@ def write_powerschool(out: Output, pop: Population, roster: Roster, seed: int) -
             pop.first[s].tolist(),
             pop.middle[s].tolist(),
             pop.last[s].tolist(),
-            grade_level(pop, s),
+            strs(pop.grade[s]),
             school_numbers[pop.school[s]].tolist(),
             np.where(pop.active[s], "0", "2").tolist(),
             student_email(pop, s),
@@ -148,26 +136,25 @@ def write_powerschool(out: Output, pop: Population, roster: Roster, seed: int) -
             csv_out.file, "quoted_comma_newline", row=csv_out.row_of(first_multiline), column="Alert Medical"
         )
 
-    contact_id = 300_001 + np.arange(len(roster.contact_student))
     first_names, last_names = texts(FIRST_F + FIRST_M), texts(LAST)
 
     def contacts(rows: slice) -> list[list[str]]:
-        c = np.arange(len(contact_id))[rows]
+        c = np.arange(len(roster.contact_student))[rows]
         first, last = first_names[roster.contact_first[c]], last_names[roster.contact_last[c]]
-        email = emails(first, last, contact_id[c] % 1000, "example.com")
+        home, cell = contact_phones(roster, c)
         return [
-            strs(contact_id[c]),
+            contact_ids(c),
             pop.local_id[roster.contact_student[c]].tolist(),
             first.tolist(),
             last.tolist(),
-            blank_where(email, ~roster.contact_has_email[c]),
-            np.where(roster.contact_has_home_phone[c], phone(roster.contact_phone[c] // 100), "").tolist(),
-            phone(roster.contact_phone[c]),
+            blank_where(contact_emails(roster, c), ~roster.contact_has_email[c]),
+            home,
+            cell,
             pick([r[0] for r in RELATIONSHIPS], roster.contact_relationship[c]),
         ]
 
     with out.csv("powerschool__contacts") as csv_out:
-        write_blocks(csv_out, len(contact_id), contacts)
+        write_blocks(csv_out, len(roster.contact_student), contacts)
 
     with out.csv("powerschool__schools") as csv_out:
         csv_out.write(
@@ -236,25 +223,3 @@ def write_powerschool(out: Output, pop: Population, roster: Roster, seed: int) -
         "powerschool_students_withdrawn": int((~pop.active).sum()),
         "powerschool_students_medical_alert_multiline": int((pop.medical == 1).sum()),
     }
-
-
-def teacher_ids(teachers: np.ndarray) -> list[str]:
-    return strs(5_001 + teachers)
-
-
-def teacher_emails(roster: Roster, teachers: np.ndarray) -> list[str]:
-    first = texts(FIRST_F + FIRST_M)[roster.teacher_first[teachers]]
-    last = texts(LAST)[roster.teacher_last[teachers]]
-    return emails(first, last, 5_001 + teachers, STAFF_DOMAIN)
-
-
-def emails(first: np.ndarray, last: np.ndarray, suffix: np.ndarray, domain: str) -> list[str]:
-    """`first.last{suffix}@domain`, lower case, without the spaces and apostrophes of some surnames."""
-    return [
-        f"{f}.{n}{k}@{domain}".lower().replace(" ", "").replace("'", "")
-        for f, n, k in zip(first.tolist(), last.tolist(), suffix.tolist(), strict=True)
-    ]
-
-
-def section_ids(sections: np.ndarray) -> list[str]:
-    return strs(20_001 + sections)

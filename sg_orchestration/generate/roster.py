@@ -8,27 +8,14 @@ from datetime import date
 
 import numpy as np
 
-from sg_orchestration.generate.common import Clock, rng_for
+from sg_orchestration.generate.common import Clock, rng_for, school_days, strs, texts
 from sg_orchestration.generate.population import FIRST_F, FIRST_M, LAST, Population
 
+STAFF_DOMAIN = "demoisd.net"
 PERIODS = 7  # a secondary student takes six of the seven periods
 CLASS_SIZE, HOMEROOM_SIZE = 25, 22
-GRADE_NAMES = (
-    "PK",
-    "KG",
-    "01",
-    "02",
-    "03",
-    "04",
-    "05",
-    "06",
-    "07",
-    "08",
-    "09",
-    "10",
-    "11",
-    "12",
-)  # OneRoster
+# OneRoster grade names, indexed by PowerSchool grade + 1.
+GRADE_NAMES = ("PK", "KG", *(f"{g:02d}" for g in range(1, 13)))
 
 
 @dataclass(frozen=True)
@@ -119,7 +106,7 @@ def terms_of(clock: Clock) -> tuple[Term, ...]:
     out = []
     for y in (clock.year - 1, clock.year):
         base = (y - 1991) * 100
-        first, last = date(y - 1, 8, 14), date(y, 5, 29)
+        first, last = school_days(y)
         out += [
             Term(str(base), f"{y - 1}-{y}", first, last, y, "schoolYear"),
             Term(str(base + 1), "S1", first, date(y - 1, 12, 19), y, "semester"),
@@ -158,9 +145,10 @@ class Roster:
                     school += [s.index] * per_period
                     course += rng.choice(catalog, size=per_period).tolist()
                     period += [p] * per_period
-                    # The last period holds semester electives, half in each semester.
-                    term += [s1 if p == PERIODS and k % 2 == 0 else s2 if p == PERIODS else year
-                             for k in range(per_period)]  # fmt: skip
+                    if p < PERIODS:
+                        term += [year] * per_period
+                    else:  # the last period holds semester electives, half in each semester
+                        term += [s1 if k % 2 == 0 else s2 for k in range(per_period)]
                     teacher += (len(teachers) + rng.integers(0, staff, size=per_period)).tolist()
             else:
                 staff = 0
@@ -192,7 +180,8 @@ class Roster:
         """Each elementary student in a homeroom of their grade; each secondary student in six periods."""
         pop = self.pop
         n_schools = len(pop.schools)
-        # Sections are built grouped by (school, slot), so a group is a start and a count.
+        # A section's slot is its period at a secondary school and its homeroom course (one per grade) at
+        # an elementary school. Sections were built grouped by (school, slot): a group is a start and a count.
         slot = np.where(self.section_period > 0, self.section_period - 1, self.section_course)
         key = self.section_school * len(COURSES) + slot
         start = np.full(n_schools * len(COURSES), -1, dtype=np.int64)
@@ -244,3 +233,47 @@ class Roster:
         self.contact_has_email = rng.random(m) < 0.7
         self.contact_has_home_phone = rng.random(m) < 0.45
         self.contact_phone = rng.integers(0, 10_000_000, size=m)
+
+
+def teacher_ids(teachers: np.ndarray) -> list[str]:
+    return strs(5_001 + teachers)
+
+
+def section_ids(sections: np.ndarray) -> list[str]:
+    return strs(20_001 + sections)
+
+
+def contact_ids(contacts: np.ndarray) -> list[str]:
+    return strs(300_001 + contacts)
+
+
+def teacher_emails(roster: Roster, teachers: np.ndarray) -> list[str]:
+    first = texts(FIRST_F + FIRST_M)[roster.teacher_first[teachers]]
+    last = texts(LAST)[roster.teacher_last[teachers]]
+    return _emails(first, last, 5_001 + teachers, STAFF_DOMAIN)
+
+
+def contact_emails(roster: Roster, contacts: np.ndarray) -> list[str]:
+    first = texts(FIRST_F + FIRST_M)[roster.contact_first[contacts]]
+    last = texts(LAST)[roster.contact_last[contacts]]
+    return _emails(first, last, contacts % 1000, "example.com")
+
+
+def _emails(first: np.ndarray, last: np.ndarray, suffix: np.ndarray, domain: str) -> list[str]:
+    """`first.last{suffix}@domain`, lower case, without the spaces and apostrophes of some surnames."""
+    return [
+        f"{f}.{n}{k}@{domain}".lower().replace(" ", "").replace("'", "")
+        for f, n, k in zip(first.tolist(), last.tolist(), suffix.tolist(), strict=True)
+    ]
+
+
+def contact_phones(roster: Roster, contacts: np.ndarray) -> tuple[list[str], list[str]]:
+    """(home phone, cell phone) of each contact; fewer than half still have a home line."""
+    cell = roster.contact_phone[contacts]
+    home = np.where(roster.contact_has_home_phone[contacts], _phones(cell // 100), "")
+    return home.tolist(), _phones(cell)
+
+
+def _phones(numbers: np.ndarray) -> list[str]:
+    """Fictional numbers only: 555-01XX is reserved for fiction."""
+    return [f"(512) 555-01{n % 100:02d}" for n in numbers.tolist()]

@@ -97,6 +97,7 @@ class _Documents:
     day: np.ndarray  # the document's date (see DATE_FIELDS) as an offset from as_of
     latest: np.ndarray  # the student's newest document of this form
     fields: dict[str, list[str]]  # the form's own columns, by catalog name
+    ready: np.ndarray | None = None  # the day the document can be completed, when later than `day`
 
 
 def _distinct_days(student: np.ndarray, day: np.ndarray) -> np.ndarray:
@@ -200,7 +201,8 @@ class _Forms:
 
     def _program_related_service(self, rng: np.random.Generator) -> _Documents:
         pop = self.pop
-        k = np.where(pop.sped, rng.choice(4, size=pop.n, p=(0.3, 0.4, 0.2, 0.1)), 0)
+        served = at_least(rng, pop.sped & (rng.random(pop.n) < 0.7), 4, pop.sped)
+        k = np.where(served, rng.choice(3, size=pop.n, p=(0.57, 0.29, 0.14)) + 1, 0)
         student = np.repeat(np.arange(pop.n), k)
         n = len(student)
         day = _distinct_days(student, self._days_back(rng, student, 700))
@@ -225,11 +227,17 @@ class _Forms:
         pop, clock = self.pop, self.clock
         student = np.flatnonzero(pop.child_find)
         n = len(student)
-        day = self._days_back(rng, student, 700)  # the referral
-        consent = day + rng.integers(0, 10, size=n)
-        evaluation = consent + rng.integers(20, 75, size=n)
-        eligibility = evaluation + rng.integers(5, 35, size=n)
-        pending_eval, pending = evaluation > 0, eligibility > 0  # in progress on as_of
+        # Which evaluations are still under way is drawn, not read off the dates, so as_of only moves dates.
+        pending = at_least(rng, rng.random(n) < 0.15, 1)  # eligibility not determined yet
+        pending_eval = pending & (rng.random(n) < 0.6)  # not even evaluated yet
+        consent_gap, evaluation_gap = rng.integers(0, 10, size=n), rng.integers(20, 75, size=n)
+        eligibility_gap = rng.integers(5, 35, size=n)
+        # The timeline hangs off its latest step: eligibility, or the evaluation or consent still pending.
+        latest_step = np.where(pending, -rng.integers(0, 40, size=n), self._days_back(rng, student, 700))
+        eligibility = latest_step
+        evaluation = np.where(pending & ~pending_eval, latest_step, eligibility - eligibility_gap)
+        consent = np.where(pending_eval, latest_step, evaluation - evaluation_gap)
+        day = consent - consent_gap  # the referral
         early = pop.grade[student] < 0
         eci = early & (rng.random(n) < 0.6)
         return _Documents(student, day, np.ones(n, dtype=bool), {
@@ -242,16 +250,16 @@ class _Forms:
             "eligibility_determination_date": clock.iso(eligibility, blank=pending),
             "determined_eligible": blank_where(flag(pop.sped[student]), pending),
             "evaluation_delay_reason": blank_where(
-                choose(rng, EVALUATION_DELAY_REASONS, n), pending_eval | (evaluation - consent <= 60)
+                choose(rng, EVALUATION_DELAY_REASONS, n), pending_eval | (evaluation_gap <= 60)
             ),
             "eligibility_delay_reason": blank_where(
-                choose(rng, ELIGIBILITY_DELAY_REASONS, n), pending | (eligibility - evaluation <= 30)
+                choose(rng, ELIGIBILITY_DELAY_REASONS, n), pending | (eligibility_gap <= 30)
             ),
             "out_of_district_evaluation": flag(rng.random(n) < 0.03),
             "campus_id_of_evaluation_override": blank_where(pop.campus_id[student].tolist(), rng.random(n) > 0.05),
             "entity_of_evaluation": blank_where([TX_DISTRICT] * n, rng.random(n) > 0.1),
             "student_absences_within_timeframe": strs(rng.poisson(1.5, size=n)),
-        })  # fmt: skip
+        }, ready=latest_step)  # fmt: skip
 
     def _language_acquisition(self, rng: np.random.Generator) -> _Documents:
         pop = self.pop
@@ -388,11 +396,12 @@ def _export_rows(
         rng.choice(len(STATUSES), size=n, p=_LATEST_STATUS_SHARE),
         rng.choice(len(STATUSES), size=n, p=_OLDER_STATUS_SHARE),
     )
-    for s in range(1, len(STATUSES)):  # every status in every form, however small
-        if not (status == s).any():
-            status[rng.choice(np.flatnonzero(status == 0))] = s
+    status[rng.permutation(n)[: len(STATUSES)]] = np.arange(
+        len(STATUSES)
+    )  # each status, however small the form
     complete = status == 0
-    done_day = np.minimum(docs.day + rng.integers(0, 15, size=n), 0)
+    ready = docs.day if docs.ready is None else docs.ready
+    done_day = np.minimum(ready + rng.integers(0, 15, size=n), 0)
     done_second = rng.integers(13 * 3600, 22 * 3600, size=n)  # office hours in Texas, as UTC
 
     unknown = np.zeros(n, dtype=bool)
