@@ -16,7 +16,11 @@ def _instance():
     import dagster as dg
 
     home = os.environ.get("DAGSTER_HOME")
-    return dg.DagsterInstance.get() if home and Path(home, "dagster.yaml").exists() else dg.DagsterInstance.ephemeral()
+    return (
+        dg.DagsterInstance.get()
+        if home and Path(home, "dagster.yaml").exists()
+        else dg.DagsterInstance.ephemeral()
+    )
 
 
 def run_district(districts_file: Path, district_id: str, dry_run: bool = False) -> int:
@@ -88,7 +92,16 @@ def dev(students: int, seed: int, port: int) -> int:
     print(f"Dagster UI: http://127.0.0.1:{port}  (Ctrl-C stops it and the sandbox)")
     try:
         return subprocess.call(
-            [sys.executable, "-m", "dagster", "dev", "-w", str(PROJECT_ROOT / "workspace.yaml"), "-p", str(port)],
+            [
+                sys.executable,
+                "-m",
+                "dagster",
+                "dev",
+                "-w",
+                str(PROJECT_ROOT / "workspace.yaml"),
+                "-p",
+                str(port),
+            ],
             env=env,
             cwd=PROJECT_ROOT,
         )
@@ -99,5 +112,9 @@ def dev(students: int, seed: int, port: int) -> int:
 
 
 def _read_env_file(path: Path) -> dict[str, str]:
-    pairs = (line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#"))
+    pairs = (
+        line.split("=", 1)
+        for line in path.read_text().splitlines()
+        if "=" in line and not line.startswith("#")
+    )
     return {k.strip(): v.strip() for k, v in pairs}

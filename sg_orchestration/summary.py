@@ -45,7 +45,9 @@ def collect(result: dg.ExecuteInProcessResult, district_id: str) -> Summary:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
             name = mat.asset_key.to_user_string()
-            assets.setdefault(name, AssetLine(name)).metadata = {k: _value(v) for k, v in mat.metadata.items()}
+            assets.setdefault(name, AssetLine(name)).metadata = {
+                k: _value(v) for k, v in mat.metadata.items()
+            }
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             ev = event.event_specific_data
             line = assets.setdefault(ev.asset_key.to_user_string(), AssetLine(ev.asset_key.to_user_string()))
@@ -66,7 +68,9 @@ def collect(result: dg.ExecuteInProcessResult, district_id: str) -> Summary:
 
 
 def render(summary: Summary, district: District, dry_run: bool = False) -> str:
-    out = [f"\n== sg_orchestration summary: {district.name} ({district.id}){' [dry run]' if dry_run else ''} =="]
+    out = [
+        f"\n== sg_orchestration summary: {district.name} ({district.id}){' [dry run]' if dry_run else ''} =="
+    ]
     ingest = [a for a in summary.assets.values() if a.asset.startswith("raw/")]
     if ingest:
         out.append(f"\n{'ingest':44} {'status':>10} {'read':>9} {'added':>9} {'errors':>7} {'check':>6}")

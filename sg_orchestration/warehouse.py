@@ -90,7 +90,10 @@ def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
     # A bounded memory limit lets DuckDB spill to disk instead of growing with the district.
-    config = {"memory_limit": os.environ.get("SG_DUCKDB_MEMORY_LIMIT", "1GB"), "preserve_insertion_order": False}
+    config = {
+        "memory_limit": os.environ.get("SG_DUCKDB_MEMORY_LIMIT", "1GB"),
+        "preserve_insertion_order": False,
+    }
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     try:
         if not read_only:

@@ -44,9 +44,17 @@ def test_relative_input_folders_are_relative_to_the_districts_file(tmp_path):
     ("mutate", "key", "why"),
     [
         (lambda d: d["samegoal"].update(client_secret="s3cret"), "samegoal.client_secret", "unknown key"),
-        (lambda d: d["samegoal"].update(client_id_env="not an env name"), "samegoal.client_id_env", "pattern"),
+        (
+            lambda d: d["samegoal"].update(client_id_env="not an env name"),
+            "samegoal.client_id_env",
+            "pattern",
+        ),
         (lambda d: d.update(timezone="Mars/Olympus"), "timezone", "unknown IANA timezone"),
-        (lambda d: d["samegoal"]["cutover_dates"].update(dyslexa="2024-08-01"), "samegoal.cutover_dates", "dyslexa"),
+        (
+            lambda d: d["samegoal"]["cutover_dates"].update(dyslexa="2024-08-01"),
+            "samegoal.cutover_dates",
+            "dyslexa",
+        ),
         (lambda d: d["qmlativ"].update(access_expires="next year"), "qmlativ.access_expires", "date"),
         (lambda d: d["edfi"].update(profile="texas"), "edfi.profile", "indiana"),
         (lambda d: d["oneroster"]["delivery"].update(sftp={"host": "h"}), "oneroster.delivery.sftp", "user"),

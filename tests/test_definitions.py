@@ -50,7 +50,15 @@ def test_a_nightly_schedule_per_district_in_its_timezone(defs, districts):
 def test_dagster_definitions_validate_passes(districts_file, dbt_manifest):
     env = {**os.environ, "SG_DISTRICTS_FILE": str(districts_file)}
     result = subprocess.run(
-        [sys.executable, "-m", "dagster", "definitions", "validate", "-w", str(PROJECT_ROOT / "workspace.yaml")],
+        [
+            sys.executable,
+            "-m",
+            "dagster",
+            "definitions",
+            "validate",
+            "-w",
+            str(PROJECT_ROOT / "workspace.yaml"),
+        ],
         cwd=PROJECT_ROOT,
         env=env,
         capture_output=True,

@@ -58,9 +58,9 @@ def test_samegoal_api_ingest_matches_the_files_and_keeps_a_cursor(districts, dis
         assert transport(source, district) == "api"
         result, _ = ingest_source(source, district)
         assert result.rows_read == _data_rows(district_inputs / "samegoal" / source.file), source.name
-        assert _query("select count(*) from ops.cursors where district_id = 'demo' and source = ?", [source.name]) == [
-            (1,)
-        ]
+        assert _query(
+            "select count(*) from ops.cursors where district_id = 'demo' and source = ?", [source.name]
+        ) == [(1,)]
 
 
 def test_samegoal_api_reingest_is_idempotent_and_picks_up_only_new_documents(districts, sandbox, warehouse):
@@ -81,7 +81,9 @@ def test_samegoal_api_reingest_is_idempotent_and_picks_up_only_new_documents(dis
         start_date="2025-09-01",
         state_dyslexia_services_codes="01",
     )
-    response = httpx.post(f"{sandbox.urls['samegoal']}/_sandbox/samegoal/dyslexia", json={"records": [record]})
+    response = httpx.post(
+        f"{sandbox.urls['samegoal']}/_sandbox/samegoal/dyslexia", json={"records": [record]}
+    )
     assert response.status_code == 200
     new, _ = ingest_source(source, district)
     assert new.rows_added == 1
@@ -134,20 +136,24 @@ def test_a_fixed_row_resolves_its_error_and_a_changed_snapshot_replaces_the_old(
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(rows)
     district = District(
-        id="drop", name="Drop", state="TX", timezone="America/Chicago", inputs={"powerschool_dir": drop_folder}
+        id="drop",
+        name="Drop",
+        state="TX",
+        timezone="America/Chicago",
+        inputs={"powerschool_dir": drop_folder},
     )
     first, _ = ingest_source(source, district)
     assert first.rows_with_errors == 1
-    assert _query("select count(*) from ops.error_log where resolved_at is null and target = ?", [source.name]) == [
-        (1,)
-    ]
+    assert _query(
+        "select count(*) from ops.error_log where resolved_at is null and target = ?", [source.name]
+    ) == [(1,)]
     with path.open("w", newline="") as f:
         csv.writer(f).writerows(rows[:-1])  # the district fixes its export
     second, _ = ingest_source(source, district)
     assert second.status == "loaded" and second.load_id != first.load_id
-    assert _query("select count(*) from ops.error_log where resolved_at is null and target = ?", [source.name]) == [
-        (0,)
-    ]
+    assert _query(
+        "select count(*) from ops.error_log where resolved_at is null and target = ?", [source.name]
+    ) == [(0,)]
 
 
 def test_unknown_extra_columns_are_kept_and_a_bom_is_tolerated(drop_folder, warehouse):
@@ -163,7 +169,9 @@ def test_unknown_extra_columns_are_kept_and_a_bom_is_tolerated(drop_folder, ware
         from sg_orchestration.ingest.load import load
 
         result = load(con, source, "drop", batches)
-        extra = con.execute('select _extra->>\'Locker Combination\', "Term Id" from raw.powerschool__terms').fetchall()
+        extra = con.execute(
+            "select _extra->>'Locker Combination', \"Term Id\" from raw.powerschool__terms"
+        ).fetchall()
     assert result.rows_added == len(text) - 1
     assert all(value == "12-34-56" and term for value, term in extra)
 

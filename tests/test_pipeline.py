@@ -6,7 +6,9 @@ from sg_orchestration.transform.staging import model_name
 from sg_orchestration.warehouse import connect
 
 
-def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(defs, districts_file, warehouse, capsys):
+def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
+    defs, districts_file, warehouse, capsys
+):
     code = main(["run", "--districts-file", str(districts_file), "--district", "demo"])
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
@@ -22,7 +24,9 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(defs, d
                 assert staged == clean > 0, source.name
             else:
                 assert 0 < staged <= clean, source.name
-        open_errors = con.execute("select count(*) from ops.error_log where resolved_at is null").fetchone()[0]
+        open_errors = con.execute("select count(*) from ops.error_log where resolved_at is null").fetchone()[
+            0
+        ]
     assert open_errors > 0  # the synthetic district has malformed rows, reported in the summary
     assert "open errors in ops.error_log" in out
 
