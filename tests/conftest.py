@@ -15,6 +15,18 @@ import yaml
 
 STUDENTS = 300
 SEED = 3
+TEST_DISTRICTS = ("demo", "filedrop")
+
+
+def pytest_configure(config):
+    """Partitions are the configured districts, fixed when the code location is imported, which may be
+    before the sandbox is up: name the test districts now; `districts_file` fills in their connections."""
+    import tempfile
+
+    placeholder = Path(tempfile.mkdtemp(prefix="sg-districts-")) / "districts.yaml"
+    entries = [{"id": d, "name": d, "state": "TX", "timezone": "America/Chicago"} for d in TEST_DISTRICTS]
+    placeholder.write_text(yaml.safe_dump({"districts": entries}))
+    os.environ["SG_DISTRICTS_FILE"] = str(placeholder)
 
 
 @pytest.fixture(scope="session")
@@ -52,7 +64,7 @@ def sandbox(district_inputs):
 @pytest.fixture(scope="session")
 def districts_file(session_dir, district_inputs, sandbox) -> Path:
     """`demo` (SameGoal and Qmlativ over the sandbox APIs) and `filedrop` (every source from files)."""
-    path = session_dir / "districts.yaml"
+    path = Path(os.environ["SG_DISTRICTS_FILE"])
     sandbox.write_districts_file(path)
     os.environ.update(sandbox.credentials)
     doc = yaml.safe_load(path.read_text())
@@ -65,8 +77,8 @@ def districts_file(session_dir, district_inputs, sandbox) -> Path:
     )
     del filedrop["samegoal"]["base_url"], filedrop["qmlativ"]["base_url"]
     doc["districts"].append(filedrop)
+    assert [d["id"] for d in doc["districts"]] == list(TEST_DISTRICTS)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    os.environ["SG_DISTRICTS_FILE"] = str(path)
     return path
 
 

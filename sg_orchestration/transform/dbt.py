@@ -9,7 +9,6 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
-from sg_orchestration.partitions import DISTRICTS
 from sg_orchestration.paths import DBT_PROJECT_DIR, warehouse_path
 from sg_orchestration.warehouse import WAREHOUSE_POOL
 
@@ -60,6 +59,9 @@ class Translator(DagsterDbtTranslator):
 
 @cache
 def build_dbt_assets() -> dg.AssetsDefinition:
+    # Imported here so that `prepare()` can run before the districts file exists (the partitions read it).
+    from sg_orchestration.partitions import DISTRICTS
+
     warehouse_env()
 
     @dbt_assets(
