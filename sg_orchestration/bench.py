@@ -234,6 +234,8 @@ def _stage_ingest(work: Path, students: int, seed: int) -> dict:
             "s": round(time.perf_counter() - t, 3),
             "rows_read": result.rows_read,
             "rows_added": result.rows_added,
+            # the stage's high-water mark so far: the source where it jumps is the one to look at
+            "peak_mib_so_far": round((_peak_kib() or 0) / 1024),
         }
     wall = time.perf_counter() - started
     rows_read = sum(s["rows_read"] for s in sources.values())

@@ -85,6 +85,9 @@ def raw_table_ddl(source: Source) -> str:
     return f"create table if not exists {raw_table(source)} ({', '.join(columns)})"
 
 
+_initialised: set[str] = set()  # warehouse files whose tables this process has created
+
+
 @contextmanager
 def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = warehouse_path()
@@ -96,8 +99,9 @@ def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     }
     con = duckdb.connect(str(path), read_only=read_only, config=config)
     try:
-        if not read_only:
+        if not read_only and str(path) not in _initialised:
             con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))
+            _initialised.add(str(path))
         yield con
     finally:
         con.close()

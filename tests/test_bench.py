@@ -13,7 +13,7 @@ from sg_orchestration.bench import UNCHANGED, main
 
 @pytest.mark.timeout(600)
 def test_bench_runs_every_stage(tmp_path: Path) -> None:
-    assert main(sizes=[300], seed=1, out=tmp_path) == 0
+    assert main(sizes=[300], seed=1, out=tmp_path, keep=False) == 0
 
     report = json.loads((tmp_path / "bench.json").read_text())
     stages = {r["stage"]: r for r in report["results"]}

@@ -12,6 +12,8 @@ from sg_orchestration.ingest.readers import Batches, read_csv, records_to_batche
 from sg_orchestration.ingest.schemas import validate
 from sg_orchestration.warehouse import connect, raw_table
 
+VALIDATION_CHUNK_ROWS = 100_000
+
 
 def transport(source: Source, district: District) -> str | None:
     """`files`, `api`, or None when the district does not use this source."""
@@ -78,8 +80,9 @@ def ingest_source(source: Source, district: District) -> tuple[LoadResult | None
         failures: dict[str, int] = {}
         if result.rows_added:
             columns = ", ".join(f'"{c}"' for c in source.column_names)
-            frame = con.execute(
-                f"select {columns} from {raw_table(source)} where _load_id = ?", [result.load_id]
-            ).df()
-            failures = validate(source, frame)
+            reader = con.sql(
+                f"select {columns} from {raw_table(source)} where _load_id = $load_id",
+                params={"load_id": result.load_id},
+            ).to_arrow_reader(VALIDATION_CHUNK_ROWS)
+            failures = validate(source, (batch.to_pandas() for batch in reader))
     return result, failures

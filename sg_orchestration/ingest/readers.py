@@ -10,16 +10,18 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import itertools
 import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from sg_orchestration.catalog import Source
 
-BATCH_ROWS = 100_000
+BATCH_ROWS = 50_000
 REJECT = "_reject"
 ROW = "_source_row"
 FIELDS = "_fields"
@@ -48,8 +50,31 @@ def _table(columns: dict[str, list]) -> pa.Table:
     return pa.table(arrays)
 
 
-def _blank_to_none(value: str) -> str | None:
-    return value if value != "" else None
+class _Unreadable(list):
+    """Stands in for a record the csv module could not read, keeping its reason."""
+
+    def __init__(self, reason: str):
+        super().__init__()
+        self.reason = reason
+
+
+def _next_records(reader, limit: int) -> list[list[str]]:
+    records: list[list[str]] = []
+    while len(records) < limit:
+        before = len(records)
+        try:
+            records.extend(itertools.islice(reader, limit - len(records)))
+        except csv.Error as exc:  # the records read before the error are kept; reading goes on after it
+            records.append(_Unreadable(f"unreadable CSV: {exc}"))
+            continue
+        if len(records) == before or len(records) < limit:
+            break
+    return records
+
+
+def _nulls_for_blanks(values) -> pa.Array:
+    array = pa.array(values, type=pa.string())
+    return pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
 
 
 def _sha256(path: Path) -> str:
@@ -113,40 +138,33 @@ def _csv_batches(reader, header: list[str], source: Source, extras: list[str]) -
     names = list(source.column_names) + extras
     positions = [header.index(n) for n in names]
     width = len(header)
-    row_number = 0
-    while True:
-        columns: dict[str, list] = {n: [] for n in names}
-        columns[REJECT] = []
-        columns[FIELDS] = []
-        columns[ROW] = []
-        try:
-            for row in reader:
-                row_number += 1
-                columns[ROW].append(row_number)
-                if len(row) == width:
-                    for n, p in zip(names, positions, strict=True):
-                        columns[n].append(_blank_to_none(row[p]))
-                    columns[REJECT].append(None)
-                    columns[FIELDS].append(None)
-                else:
-                    for n in names:
-                        columns[n].append(None)
-                    columns[REJECT].append(f"row has {len(row)} fields; the header has {width}")
-                    columns[FIELDS].append(json.dumps(row))
-                if len(columns[ROW]) >= BATCH_ROWS:
-                    break
-        except csv.Error as exc:
-            row_number += 1
-            columns[ROW].append(row_number)
-            for n in names:
-                columns[n].append(None)
-            columns[REJECT].append(f"unreadable CSV: {exc}")
-            columns[FIELDS].append(None)
-        if not columns[ROW]:
-            return
-        yield _table(columns)
-        if len(columns[ROW]) < BATCH_ROWS:
-            return
+    blank = [""] * width
+    first_row = 1
+    while records := _next_records(reader, BATCH_ROWS):
+        shaped = [len(r) == width for r in records]
+        rows = [r if ok else blank for r, ok in zip(records, shaped, strict=True)]
+        table = {
+            name: _nulls_for_blanks([r[p] for r in rows]) for name, p in zip(names, positions, strict=True)
+        }
+        table[REJECT] = pa.array(
+            [
+                None
+                if ok
+                else getattr(r, "reason", None) or f"row has {len(r)} fields; the header has {width}"
+                for r, ok in zip(records, shaped, strict=True)
+            ],
+            type=pa.string(),
+        )
+        table[FIELDS] = pa.array(
+            [
+                None if ok or isinstance(r, _Unreadable) else json.dumps(r)
+                for r, ok in zip(records, shaped, strict=True)
+            ],
+            type=pa.string(),
+        )
+        table[ROW] = pa.array(range(first_row, first_row + len(records)), type=pa.int64())
+        first_row += len(records)
+        yield pa.table(table)
 
 
 def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]]) -> Batches:
