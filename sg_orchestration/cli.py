@@ -53,7 +53,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from sg_orchestration.bench import main as bench_main
 
-    return bench_main(sizes=args.students, seed=args.seed, out=Path(args.out))
+    return bench_main(sizes=args.students, seed=args.seed, out=Path(args.out), keep=args.keep)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -94,6 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--students", type=int, nargs="+", default=[10_000, 200_000])
     b.add_argument("--seed", type=int, default=7)
     b.add_argument("--out", default="bench-results")
+    b.add_argument("--keep", action="store_true", default=None, help="keep the generated data and warehouses")
     b.set_defaults(func=_bench)
     return parser
 
