@@ -202,3 +202,20 @@ def test_raw_is_a_duckdb_table_analysts_can_read(warehouse, districts):
         assert con.execute("select count(*) from raw.campus__schools").fetchone()[0] > 0
     finally:
         con.close()
+
+
+def test_an_unreadable_record_is_kept_and_reading_goes_on_after_it(tmp_path, warehouse):
+    source = SOURCES_BY_NAME["powerschool__schools"]
+    path = tmp_path / "schools.csv"
+    oversized = "B" * 200_000  # past the csv module's field limit: the record cannot be read
+    path.write_text(
+        f"School Number,School Name,District Number,District Name\n1,A,2,D\n2,{oversized},2,D\n3,C,2,D\n"
+    )
+    with connect() as con:
+        from sg_orchestration.ingest.load import load
+
+        result = load(con, source, "drop", read_csv(source, path))
+    assert result.rows_read == 3
+    rows = _query('select _source_row, "School Number", _error from raw.powerschool__schools order by 1')
+    assert rows[0] == (1, "1", None) and rows[2] == (3, "3", None)
+    assert rows[1][0] == 2 and rows[1][2].startswith("unreadable CSV")
