@@ -1,6 +1,5 @@
 # The two commands of the README are `make demo` and `make test`; `make dev` and `make bench` use the same set-up.
 SHELL := /bin/bash
-export DAGSTER_HOME ?= $(CURDIR)/.sg/dagster_home
 
 .PHONY: install browser demo dev test lint bench
 

@@ -1,6 +1,7 @@
 """The code location loads, every source and staging model is an asset, and the keys do not drift."""
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -47,8 +48,11 @@ def test_a_nightly_schedule_per_district_in_its_timezone(defs, districts):
         assert schedule.job_name == "nightly"
 
 
-def test_dagster_definitions_validate_passes(districts_file, dbt_manifest):
-    env = {**os.environ, "SG_DISTRICTS_FILE": str(districts_file)}
+def test_dagster_definitions_validate_passes_with_the_project_instance(districts_file, dbt_manifest, tmp_path):
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")  # the instance settings load too
+    env = {**os.environ, "SG_DISTRICTS_FILE": str(districts_file), "DAGSTER_HOME": str(home)}
     result = subprocess.run(
         [
             sys.executable,
