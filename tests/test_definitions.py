@@ -48,7 +48,9 @@ def test_a_nightly_schedule_per_district_in_its_timezone(defs, districts):
         assert schedule.job_name == "nightly"
 
 
-def test_dagster_definitions_validate_passes_with_the_project_instance(districts_file, dbt_manifest, tmp_path):
+def test_dagster_definitions_validate_passes_with_the_project_instance(
+    districts_file, dbt_manifest, tmp_path
+):
     home = tmp_path / "dagster_home"
     home.mkdir()
     shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")  # the instance settings load too
