@@ -68,6 +68,8 @@ class Source:
     mode: LoadMode = "snapshot"
     key: tuple[str, ...] = ()  # natural key (source spelling), unique within one district's snapshot
     program: str | None = None  # SameGoal special program whose cutover date governs this form
+    record_date: str | None = None  # SameGoal: the date compared with the cutover and keying supersession
+    supersession_key: tuple[str, ...] = ()  # SameGoal: columns besides student and record date
     description: str = ""
     filename: str = field(default="")
 
@@ -149,6 +151,15 @@ SAMEGOAL_FORMS: dict[str, tuple[str, str]] = {
         "state_esl_program_type",
     ),
 }
+# The date that places a SameGoal document in time, where it is not `start_date`.
+SAMEGOAL_RECORD_DATES = {"restraint": "restraint_date", "section_504": "iap_begin_date"}
+# A later complete document supersedes an earlier one for the same student, form and start date (SPEC
+# §3.1). Where a student rightly has several at once, the column telling them apart joins the key, so
+# a secondary disability or a second service starting the same day is never taken for a replacement.
+SAMEGOAL_SUPERSESSION_EXTRA = {
+    "disability": ("disability_rank",),
+    "program_related_service": ("program_and_related_service_type",),
+}
 SAMEGOAL_PROGRAMS = (
     "special_education",
     "child_find",
@@ -169,6 +180,8 @@ SOURCES: tuple[Source, ...] = (
             mode="documents",
             key=("document_id",),
             program=program,
+            record_date=SAMEGOAL_RECORD_DATES.get(form, "start_date"),
+            supersession_key=SAMEGOAL_SUPERSESSION_EXTRA.get(form, ()),
             description=f"SameGoal state-reporting export, form `{form}` (one row per document version).",
         )
         for form, (program, fields) in SAMEGOAL_FORMS.items()

@@ -41,6 +41,12 @@ create table if not exists ops.cursors (
     updated_at timestamptz not null,
     primary key (district_id, source)
 );
+create table if not exists ops.samegoal_cutover (
+    district_id varchar not null,
+    program varchar not null,
+    cutover_date date,                 -- null: the program is not integrated at all
+    primary key (district_id, program)
+);
 create table if not exists ops.error_log (
     district_id varchar not null,
     stage varchar not null,            -- ingest | validate | publish
@@ -92,12 +98,11 @@ _initialised: set[str] = set()  # warehouse files whose tables this process has 
 def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A bounded memory limit lets DuckDB spill to disk instead of growing with the district.
-    config = {
-        "memory_limit": os.environ.get("SG_DUCKDB_MEMORY_LIMIT", "1GB"),
-        "preserve_insertion_order": False,
-    }
-    con = duckdb.connect(str(path), read_only=read_only, config=config)
+    con = duckdb.connect(str(path), read_only=read_only)
+    # Set, not passed as connect config: dbt may hold the same file open in this process, and DuckDB
+    # refuses a second connection whose config differs. A bounded limit lets large loads spill to disk.
+    con.execute(f"set memory_limit = '{os.environ.get('SG_DUCKDB_MEMORY_LIMIT', '1GB')}'")
+    con.execute("set preserve_insertion_order = false")
     try:
         if not read_only and str(path) not in _initialised:
             con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))

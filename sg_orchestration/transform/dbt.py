@@ -9,8 +9,10 @@ from typing import Any
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
 
+from sg_orchestration.catalog import SAMEGOAL_PROGRAMS
+from sg_orchestration.config import District, current_districts
 from sg_orchestration.paths import DBT_PROJECT_DIR, warehouse_path
-from sg_orchestration.warehouse import WAREHOUSE_POOL
+from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 
 @cache
@@ -46,6 +48,16 @@ def warehouse_env() -> None:
     os.environ.setdefault("SG_WAREHOUSE_PATH", str(warehouse_path()))
 
 
+def record_cutover_dates(con, district: District) -> None:
+    """The district's SameGoal cutover dates, from districts.yaml, as the table the dbt rules join."""
+    dates = district.samegoal.cutover_dates if district.samegoal else dict.fromkeys(SAMEGOAL_PROGRAMS)
+    con.execute("delete from ops.samegoal_cutover where district_id = ?", [district.id])
+    con.executemany(
+        "insert into ops.samegoal_cutover values (?, ?, ?)",
+        [[district.id, program, dates.get(program)] for program in SAMEGOAL_PROGRAMS],
+    )
+
+
 def build_args(district_id: str) -> list[str]:
     return ["build", "--vars", json.dumps({"district_id": district_id})]
 
@@ -73,6 +85,8 @@ def build_dbt_assets() -> dg.AssetsDefinition:
         name="dbt_models",
     )
     def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        with connect() as con:
+            record_cutover_dates(con, current_districts().get(context.partition_key))
         yield from dbt.cli(build_args(context.partition_key), context=context).stream()
 
     return dbt_models

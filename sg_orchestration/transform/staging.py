@@ -14,6 +14,7 @@ from sg_orchestration.catalog import SOURCES, TRUE_VALUES, TYPE_DESCRIPTIONS, So
 from sg_orchestration.paths import DBT_PROJECT_DIR
 
 STAGING_DIR = DBT_PROJECT_DIR / "models" / "staging"
+INTERMEDIATE_DIR = DBT_PROJECT_DIR / "models" / "intermediate"
 HEADER = "-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.\n"
 MACROS_FILE = DBT_PROJECT_DIR / "macros" / "_catalog.sql"
 
@@ -31,6 +32,27 @@ def _macros() -> str:
     return f"{HEADER}{{% macro sg_true_values() %}}({values}){{% endmacro %}}\n"
 
 
+def _samegoal_meta(source: Source) -> dict:
+    if not source.program:
+        return {}
+    return {
+        "program": source.program,
+        "record_date": source.record_date,
+        "supersession_key": list(source.supersession_key),
+    }
+
+
+def intermediate_name(source: Source) -> str:
+    return f"int_{source.name}"
+
+
+def _intermediate_model(source: Source) -> str:
+    return (
+        f"{HEADER}-- The macro `samegoal_current` (macros/samegoal.sql) applies the SameGoal integration rules.\n"
+        f"{{{{ samegoal_current('{source.name}') }}}}\n"
+    )
+
+
 def _sources_yml() -> str:
     tables = []
     for s in SOURCES:
@@ -39,7 +61,7 @@ def _sources_yml() -> str:
                 "name": s.name,
                 "description": s.description
                 or f"{s.system} `{s.file}` as received (all text), every load stamped.",
-                "meta": {"mode": s.mode},
+                "meta": {"mode": s.mode, **_samegoal_meta(s)},
                 "columns": [
                     {
                         "name": c.name,
@@ -63,7 +85,14 @@ def _sources_yml() -> str:
                 "name": "ops",
                 "schema": "ops",
                 "description": "Operations tables written by the pipeline.",
-                "tables": [{"name": "loads", "description": "One row per load of a source for a district."}],
+                "tables": [
+                    {"name": "loads", "description": "One row per load of a source for a district."},
+                    {
+                        "name": "samegoal_cutover",
+                        "description": "Each district's SameGoal cutover date per special program, from "
+                        "districts.yaml (null: the program is not integrated).",
+                    },
+                ],
             },
         ],
     }
@@ -112,11 +141,13 @@ def render() -> dict[Path, str]:
     }
     for s in SOURCES:
         files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _model(s)
+        if s.program:
+            files[INTERMEDIATE_DIR / s.system / f"{intermediate_name(s)}.sql"] = _intermediate_model(s)
     return files
 
 
 def main() -> None:
-    for path in STAGING_DIR.rglob("stg_*.sql"):
+    for path in [*STAGING_DIR.rglob("stg_*.sql"), *INTERMEDIATE_DIR.rglob("int_samegoal__*.sql")]:
         path.unlink()
     for path, text in render().items():
         path.parent.mkdir(parents=True, exist_ok=True)

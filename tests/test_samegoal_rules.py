@@ -1,0 +1,203 @@
+"""The SameGoal integration rules (seed 000, SPEC §3.1–3.2), each a test, run by dbt against DuckDB.
+
+One small district is loaded into raw through the real loader, in two loads (the second voids a
+document), then dbt builds the staging and intermediate models.
+"""
+
+import os
+from datetime import date
+
+import pytest
+
+from sg_orchestration.catalog import SOURCES_BY_NAME
+from sg_orchestration.config import District
+from sg_orchestration.ingest.load import load
+from sg_orchestration.ingest.readers import records_to_batches
+from sg_orchestration.paths import DBT_PROJECT_DIR
+from sg_orchestration.transform.dbt import prepare, record_cutover_dates
+from sg_orchestration.warehouse import connect
+
+DISTRICT = District(
+    id="rules",
+    name="Rules ISD",
+    state="TX",
+    timezone="America/Chicago",
+    samegoal={
+        "base_url": "http://127.0.0.1:9",
+        "client_id_env": "X_ID",
+        "client_secret_env": "X_SECRET",
+        "cutover_dates": {
+            "special_education": "2024-08-01",
+            "dyslexia": "2024-08-01",
+            "restraint": "2024-08-01",
+            "intervention_strategy": None,  # blank: the program is not integrated at all
+        },
+    },
+)
+STUDENTS = [
+    {"StudentID": 101, "StudentNumber": "L1", "StateID": "S1"},
+    {"StudentID": 102, "StudentNumber": "L2", "StateID": "S2"},
+    {"StudentID": 103, "StudentNumber": "L3", "StateID": "S3"},
+    {"StudentID": 104, "StudentNumber": "LDUP", "StateID": "S4"},
+    {"StudentID": 105, "StudentNumber": "LDUP", "StateID": "S5"},
+]
+
+
+def _doc(doc_id, status, student, local, state, start, completed=None, **fields):
+    return {
+        "document_id": doc_id,
+        "document_status": status,
+        "completed_at": completed if status == "complete" else None,
+        "samegoal_student_id": student,
+        "student_local_id": local,
+        "student_state_id": state,
+        "start_date": start,
+        **fields,
+    }
+
+
+FIRST_LOAD = {
+    "samegoal__dyslexia": [
+        _doc("D1", "complete", "SG1", "L1", "S1", "2024-09-01", "2024-09-02T10:00:00Z"),
+        _doc("D2", "draft", "SG1", "L1", "S1", "2024-10-01"),
+        _doc("D3", "in_review", "SG1", "L1", "S1", "2024-10-02"),
+        _doc("D4", "complete", "SG2", "L2", "S2", "2024-09-01", "2024-09-05T10:00:00Z"),
+        _doc("D5", "complete", "SG2", "L2", "S2", "2024-09-01", "2024-09-10T10:00:00Z"),
+        _doc("D6", "complete", "SG3", "L3", "S3", "2024-07-01", "2024-07-02T10:00:00Z"),
+        _doc("D7", "complete", "SG3", None, "S3", "2024-09-01", "2024-09-03T10:00:00Z"),
+        _doc("D8", "complete", "SG4", "L404", "S404", "2024-09-01", "2024-09-03T10:00:00Z"),
+        _doc("D9", "complete", "SG1", "L1", "S1", "2024-11-01", "2024-11-02T10:00:00Z"),
+        _doc("D10", "complete", "SG5", "LDUP", "S5", "2024-09-01", "2024-09-03T10:00:00Z"),
+    ],
+    "samegoal__disability": [
+        _doc("R1", "complete", "SG1", "L1", "S1", "2024-09-01", "2024-09-02T10:00:00Z", disability_rank="1"),
+        _doc("R2", "complete", "SG1", "L1", "S1", "2024-09-01", "2024-09-02T11:00:00Z", disability_rank="2"),
+    ],
+    "samegoal__restraint": [
+        {
+            **_doc("X1", "complete", "SG1", "L1", "S1", None, "2024-09-02T10:00:00Z"),
+            "restraint_date": "2024-07-15",
+        },
+        {
+            **_doc("X2", "complete", "SG1", "L1", "S1", None, "2024-09-03T10:00:00Z"),
+            "restraint_date": "2024-09-01",
+        },
+    ],
+    "samegoal__intervention_strategy": [
+        _doc("I1", "complete", "SG1", "L1", "S1", "2024-09-01", "2024-09-02T10:00:00Z"),
+    ],
+}
+SECOND_LOAD = {"samegoal__dyslexia": [_doc("D9", "voided", "SG1", "L1", "S1", "2024-11-01")]}
+
+
+def _load(con, name: str, records: list[dict]) -> None:
+    load(
+        con, SOURCES_BY_NAME[name], DISTRICT.id, records_to_batches(SOURCES_BY_NAME[name], "test", [records])
+    )
+
+
+@pytest.fixture(scope="module")
+def current(tmp_path_factory):
+    """Runs the rules once; returns a query helper over the intermediate models."""
+    previous = os.environ.get("SG_WAREHOUSE_PATH")
+    os.environ["SG_WAREHOUSE_PATH"] = str(tmp_path_factory.mktemp("rules") / "warehouse.duckdb")
+    try:
+        with connect() as con:
+            _load(con, "qmlativ__students", STUDENTS)
+            for name, records in FIRST_LOAD.items():
+                _load(con, name, records)
+            for name, records in SECOND_LOAD.items():
+                _load(con, name, records)
+            record_cutover_dates(con, DISTRICT)
+        prepare()
+        from dbt.cli.main import dbtRunner
+
+        result = dbtRunner().invoke(
+            [
+                "run",
+                "--select",
+                "+path:models/intermediate",
+                "--project-dir",
+                str(DBT_PROJECT_DIR),
+                "--profiles-dir",
+                str(DBT_PROJECT_DIR),
+                "--quiet",
+            ]
+        )
+        assert result.success, result.exception
+
+        def query(form: str) -> dict[str, tuple]:
+            with connect() as con:
+                rows = con.execute(
+                    f"select document_id, integrated, not_integrated_reason, qmlativ_student_id, mapped_by "
+                    f"from intermediate.int_samegoal__{form} where district_id = 'rules'"
+                ).fetchall()
+            return {r[0]: r[1:] for r in rows}
+
+        yield query
+    finally:
+        if previous is None:
+            os.environ.pop("SG_WAREHOUSE_PATH", None)
+        else:
+            os.environ["SG_WAREHOUSE_PATH"] = previous
+
+
+def test_only_complete_documents_are_integrated(current):
+    dyslexia = current("dyslexia")
+    assert "D2" not in dyslexia and "D3" not in dyslexia  # draft, in review
+    assert dyslexia["D1"] == (True, None, 101, "local_id")
+
+
+def test_a_later_complete_document_supersedes_an_earlier_one(current):
+    dyslexia = current("dyslexia")
+    assert "D4" not in dyslexia  # same student, form and start date, completed earlier
+    assert dyslexia["D5"][0] is True
+
+
+def test_supersession_keeps_each_disability_rank(current):
+    disability = current("disability")
+    assert disability["R1"][0] and disability["R2"][0]
+
+
+def test_a_voided_document_withdraws_what_it_had_sent(current):
+    assert "D9" not in current("dyslexia")  # complete in the first load, voided in the second
+
+
+def test_a_record_dated_before_its_programs_cutover_is_not_integrated(current):
+    assert current("dyslexia")["D6"][:2] == (False, "before the program's cutover date")
+    restraint = current("restraint")  # dated by restraint_date, not start_date
+    assert restraint["X1"][:2] == (False, "before the program's cutover date")
+    assert restraint["X2"][0] is True
+
+
+def test_a_blank_cutover_date_means_the_program_is_not_integrated_at_all(current):
+    assert current("intervention_strategy")["I1"][:2] == (
+        False,
+        "program not integrated (blank cutover date)",
+    )
+
+
+def test_students_map_to_qmlativ_by_local_id_then_state_id(current):
+    dyslexia = current("dyslexia")
+    assert dyslexia["D7"] == (True, None, 103, "state_id")  # no local id: the state id maps
+    assert dyslexia["D10"] == (True, None, 105, "state_id")  # local id names two students: not guessed
+
+
+def test_an_unmapped_student_is_not_sent_and_says_run_the_demographics_integration(current):
+    assert current("dyslexia")["D8"] == (
+        False,
+        "student not mapped: run the demographics integration",
+        None,
+        None,
+    )
+
+
+def test_cutover_dates_come_from_the_districts_file(current):
+    with connect() as con:
+        rows = dict(
+            con.execute(
+                "select program, cutover_date from ops.samegoal_cutover where district_id = 'rules'"
+            ).fetchall()
+        )
+    assert rows["dyslexia"] == date(2024, 8, 1)
+    assert rows["intervention_strategy"] is None and rows["child_find"] is None
