@@ -82,7 +82,8 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
                 f"{a.asset:44} {status:>10} {m.get('rows_read', 0):>9,} {m.get('rows_added', 0):>9,} "
                 f"{m.get('rows_with_errors', 0):>7,} {check:>6}"
             )
-    models = [a for a in summary.assets.values() if not a.asset.startswith("raw/")]
+    validations = [a for a in summary.assets.values() if a.asset.startswith("validate/")]
+    models = [a for a in summary.assets.values() if not a.asset.startswith(("raw/", "validate/"))]
     if models:
         tests = sum(a.checks_passed + a.checks_warned + a.checks_failed for a in models)
         warned = sum(a.checks_warned for a in models)
@@ -91,6 +92,10 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
             f"\ndbt: {len(models)} models built; {tests} tests: {tests - warned - failed} passed, "
             f"{warned} warned, {failed} failed"
         )
+    for a in sorted(validations, key=lambda a: a.asset):
+        counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)
+        check = "FAILED" if a.checks_failed else "ok"
+        out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
     if summary.open_errors:
         out.append("\nopen errors in ops.error_log (fix at the source; they resolve on the next run):")
         out += [f"  {stage:8} {target:44} {n:>7,}" for stage, target, n in summary.open_errors]

@@ -201,3 +201,37 @@ def test_cutover_dates_come_from_the_districts_file(current):
         )
     assert rows["dyslexia"] == date(2024, 8, 1)
     assert rows["intervention_strategy"] is None and rows["child_find"] is None
+
+
+def test_unmapped_students_go_to_the_error_log_with_the_seeds_hint_and_resolve_once_mapped(current):
+    from sg_orchestration.validate.student_mapping import MAPPING_HINT, record_unmapped
+
+    with connect() as con:
+        assert record_unmapped(con, "rules") == {"samegoal__dyslexia": 1}
+        record_unmapped(con, "rules")  # a second run does not duplicate the open error
+        open_errors = con.execute(
+            "select target, cause, fix from ops.error_log where district_id = 'rules' and resolved_at is null"
+        ).fetchall()
+        assert open_errors == [("samegoal__dyslexia", MAPPING_HINT, open_errors[0][2])]
+        assert "demographics integration" in open_errors[0][2]
+        # The demographics integration runs and now knows the student: the error resolves.
+        _load(
+            con,
+            "qmlativ__students",
+            [*STUDENTS, {"StudentID": 106, "StudentNumber": "L404", "StateID": "S404"}],
+        )
+        assert record_unmapped(con, "rules") == {}
+        assert (
+            con.execute(
+                "select count(*) from ops.error_log where district_id = 'rules' and resolved_at is null"
+            ).fetchone()[0]
+            == 0
+        )
+
+
+def test_a_district_whose_demographics_never_loaded_fails_its_check(current):
+    from sg_orchestration.validate.student_mapping import demographics_loaded
+
+    with connect() as con:
+        assert demographics_loaded(con, "rules")
+        assert not demographics_loaded(con, "never-ran")

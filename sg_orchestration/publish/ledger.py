@@ -1,0 +1,162 @@
+"""The publish ledger (`ops.publish_ledger`): what each target holds, per district, resource and record.
+
+Records are known only by the md5 of their natural key (`key_hash`) and of their payload
+(`content_hash`); the ledger never holds a key or a payload. The plan is one SQL diff of the desired
+state against the ledger, so an unchanged run costs one query and no per-record Python work.
+
+`last_status`: `sent` (the target holds `content_hash` as `target_id`), `pending` (a create was about to
+be sent and its outcome is unknown: resolved by a lookup at the start of the next run), `failed` (the
+last request failed; a 4xx also sets `rejected_hash`, so the same content is not re-sent until it
+changes), `deleted` (withdrawn from the target).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import duckdb
+import pyarrow as pa
+
+LEDGER_DDL = """
+create schema if not exists ops;
+create table if not exists ops.publish_ledger (
+    district_id varchar not null,
+    target varchar not null,
+    resource varchar not null,
+    key_hash varchar not null,         -- md5 of the record's natural key: never the key itself
+    content_hash varchar,              -- what the target holds (for `pending`: what was being created)
+    target_id varchar,
+    etag varchar,
+    last_status varchar not null,      -- sent | pending | failed | deleted
+    last_action varchar,               -- create | update | delete | resolve
+    last_error varchar,                -- HTTP status and a short message: never record contents
+    rejected_hash varchar,             -- content (or `withdrawn`) the target refused with a 4xx
+    updated_at timestamptz not null,
+    primary key (district_id, target, resource, key_hash)
+);
+"""
+
+ACTIONS = ("create", "update", "delete")
+WITHDRAWN = "withdrawn"  # the rejected_hash of a refused delete
+PLAN_TABLE = "publish_plan"
+LEDGER_COLUMNS = (
+    "key_hash",
+    "content_hash",
+    "target_id",
+    "etag",
+    "last_status",
+    "last_action",
+    "last_error",
+    "rejected_hash",
+)
+
+Desired = str | duckdb.DuckDBPyRelation | Iterable[tuple[str, str, str]]
+
+
+def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(LEDGER_DDL)
+
+
+def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
+    """Expose the desired state as the view `publish_desired(key_hash, content_hash, payload)`.
+
+    `desired` is a SQL query or table name, a relation of this connection, or (key_hash, content_hash,
+    payload JSON) tuples.
+    """
+    if isinstance(desired, duckdb.DuckDBPyRelation):
+        desired = desired.sql_query()
+    if not isinstance(desired, str):
+        rows = list(desired)
+        columns = list(zip(*rows, strict=True)) if rows else [[], [], []]
+        names = ("key_hash", "content_hash", "payload")
+        con.register(
+            "publish_desired_rows",
+            pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)}),
+        )
+        desired = "publish_desired_rows"
+    query = desired if " " in desired.strip() else f"select key_hash, content_hash, payload from {desired}"
+    con.execute(f"create or replace temp view publish_desired as {query}")
+
+
+def plan(
+    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, retry_rejected: bool = False
+) -> dict[str, int]:
+    """Diff `publish_desired` against the ledger into the temp table `publish_plan`; counts per action.
+
+    `publish_plan(seq, key_hash, action, content_hash, payload, target_id, etag, held_hash)`: one row per
+    request to send. The counts also give `unchanged`, `skipped` (content the target refused before, not
+    re-sent until it changes, unless `retry_rejected`) and `pending` (creates of a killed run that could
+    not be looked up yet: never re-created blindly).
+    """
+    duplicates = con.execute("select count(*) - count(distinct key_hash) from publish_desired").fetchone()[0]
+    if duplicates:
+        raise ValueError(f"the desired state has {duplicates} duplicate key hashes")
+    con.execute(
+        f"""
+        create or replace temp table {PLAN_TABLE} as
+        with ledger as (
+            select * from ops.publish_ledger where district_id = $d and target = $t and resource = $r
+        ), diff as (
+            select
+                coalesce(d.key_hash, l.key_hash) as key_hash,
+                case
+                    when d.key_hash is null then 'delete'
+                    when l.target_id is null then 'create'
+                    else 'update'
+                end as action,
+                d.content_hash, d.payload::varchar as payload, l.target_id, l.etag,
+                l.content_hash as held_hash,
+                case
+                    when l.last_status = 'pending' then 'pending'
+                    when d.key_hash is not null and l.target_id is not null and l.content_hash = d.content_hash
+                        then 'unchanged'
+                    when not $retry and l.rejected_hash is not distinct from coalesce(d.content_hash, '{WITHDRAWN}')
+                        then 'skipped'
+                end as hold
+            from publish_desired d
+            full join ledger l using (key_hash)
+            where d.key_hash is not null or l.target_id is not null or l.last_status = 'pending'
+        )
+        select row_number() over () as seq, * from diff
+        """,
+        {"d": district_id, "t": target, "r": resource, "retry": retry_rejected},
+    )
+    counts = dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending"), 0)
+    for action, n in con.execute(
+        f"select coalesce(hold, action), count(*) from {PLAN_TABLE} group by 1"
+    ).fetchall():
+        counts[action] += n
+    con.execute(f"delete from {PLAN_TABLE} where hold is not null")
+    return counts
+
+
+def write(
+    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, rows: list[tuple]
+) -> None:
+    """Upsert ledger rows (tuples in `LEDGER_COLUMNS` order) in one transaction."""
+    if not rows:
+        return
+    columns = list(zip(*rows, strict=True))
+    batch = pa.table({n: pa.array(c, pa.string()) for n, c in zip(LEDGER_COLUMNS, columns, strict=True)})
+    names = ", ".join(LEDGER_COLUMNS)
+    con.register("publish_batch", batch)
+    try:
+        con.execute(
+            f"""
+            insert or replace into ops.publish_ledger (district_id, target, resource, {names}, updated_at)
+            select $d, $t, $r, {names}, now() from publish_batch
+            """,
+            {"d": district_id, "t": target, "r": resource},
+        )
+    finally:
+        con.unregister("publish_batch")
+
+
+def forget(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, keys: list[str]):
+    """Drop ledger rows: a pending create the target never applied is planned afresh as a create."""
+    if keys:
+        con.execute(
+            "delete from ops.publish_ledger where district_id = ? and target = ? and resource = ? "
+            "and list_contains(?, key_hash)",
+            [district_id, target, resource, keys],
+        )

@@ -1,0 +1,104 @@
+"""Client CPU per request of each candidate HTTP transport, the measurement behind the sender's choice.
+
+The do-nothing aiohttp server runs in a child process, so `time.process_time()` in this process counts
+only the client's work: building the request, JSON encoding, the socket calls and reading the answer.
+The goal (SPEC §5, the project's performance target) is at most `TARGET_US` µs of client CPU per request.
+
+Run it with `uv run python -m sg_orchestration.publish.measure [requests] [concurrency]`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+import sys
+import time
+from collections.abc import Awaitable, Callable
+
+import aiohttp
+import httpx
+from aiohttp import web
+from httpx_aiohttp import AiohttpTransport
+
+TARGET_US = 100.0
+TRANSPORTS = ("httpx", "httpx_aiohttp", "aiohttp")
+# A body and headers the size of a real Qmlativ create, so JSON encoding is counted too.
+BODY = {"DataObject": {"StudentID": 123456, "SourceDocumentID": "doc-0001", "StartDate": "2025-08-15"}}
+HEADERS = {"Authorization": "Bearer " + "t" * 40}
+
+
+def _serve(conn) -> None:
+    async def ok(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(body=b'{"ID": 1}', content_type="application/json")
+
+    async def main() -> None:
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        conn.send(runner.addresses[0][1])
+        await asyncio.Event().wait()  # until the parent terminates this process
+
+    asyncio.run(main())
+
+
+async def _drive(one: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> None:
+    """`requests` calls of `one`, `concurrency` at a time (workers, so no task per request)."""
+    remaining = iter(range(requests))
+
+    async def worker() -> None:
+        for _ in remaining:
+            await one()
+
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+
+
+async def _cpu_us(kind: str, url: str, requests: int, concurrency: int) -> float:
+    if kind == "aiohttp":
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+
+        async def one() -> None:
+            async with session.put(url, json=BODY, headers=HEADERS) as response:
+                await response.read()
+
+        close = session.close
+    else:
+        limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+        transport = AiohttpTransport(limits=limits) if kind == "httpx_aiohttp" else None
+        client = httpx.AsyncClient(transport=transport, limits=limits)
+
+        async def one() -> None:
+            (await client.put(url, json=BODY, headers=HEADERS)).read()
+
+        close = client.aclose
+    try:
+        await _drive(one, min(requests, 500), concurrency)  # warm-up: connections open, code paths hot
+        start = time.process_time()
+        await _drive(one, requests, concurrency)
+        return (time.process_time() - start) / requests * 1e6
+    finally:
+        await close()
+
+
+def measure(requests: int = 5000, concurrency: int = 32) -> dict[str, float]:
+    """Client CPU µs per request for each transport in `TRANSPORTS`, against a server in another process."""
+    parent, child = multiprocessing.Pipe()
+    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
+    server.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError("the measurement server did not start")
+        url = f"http://127.0.0.1:{parent.recv()}/Generic/1/Module/Object"
+        return {kind: asyncio.run(_cpu_us(kind, url, requests, concurrency)) for kind in TRANSPORTS}
+    finally:
+        server.terminate()
+        server.join(10)
+
+
+if __name__ == "__main__":
+    args = [int(a) for a in sys.argv[1:3]]
+    for kind, us in measure(*args).items():
+        verdict = "meets" if us <= TARGET_US else "misses"
+        print(f"{kind:>14}: {us:7.1f} µs client CPU per request ({verdict} the {TARGET_US:.0f} µs target)")

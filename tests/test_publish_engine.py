@@ -1,0 +1,329 @@
+"""The publish engine (SPEC §5) against a small in-test target on 127.0.0.1: a store of things with
+create (PUT), update (POST, If-Match), delete and lookup by `doc`, and injectable failures."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import multiprocessing
+import os
+import signal
+import threading
+from collections import Counter
+
+import pytest
+from aiohttp import web
+
+from sg_orchestration.publish import Reply, Request, RetryPolicy, publish
+from sg_orchestration.warehouse import connect
+
+FAST = RetryPolicy(max_attempts=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=10)
+
+
+# --- the target --------------------------------------------------------------------------------------------
+class Target:
+    def __init__(self):
+        self.objects: dict[str, dict] = {}
+        self.etags: dict[str, str] = {}
+        self.requests: Counter = Counter()  # by method
+        self.token = "tok-1"
+        self.fail_every = 0  # every Nth request answers 429 or 500
+        self.drop_creates = 0  # the next N creates are applied, then the connection is dropped
+        self.hang_after_creates: int | None = None  # later creates are applied and never answered
+        self.hanging = threading.Event()
+        self.next_id = 0
+        self.seen = 0
+
+    def docs(self) -> dict[str, dict]:
+        return {o["doc"]: o for o in self.objects.values()}
+
+    def app(self) -> web.Application:
+        @web.middleware
+        async def gate(request, handler):
+            self.seen += 1
+            self.requests[request.method] += 1
+            if request.headers.get("Authorization") != f"Bearer {self.token}":
+                return web.json_response({"message": "token expired"}, status=401)
+            if self.fail_every and self.seen % self.fail_every == 0:
+                status = 429 if self.seen % (2 * self.fail_every) else 500
+                return web.json_response({}, status=status, headers={"Retry-After": "0"})
+            return await handler(request)
+
+        async def create(request):
+            body = await request.json()
+            if body.get("code") == "XX":
+                return web.json_response(
+                    {"message": f"code '{body['code']}' is not in table C053"}, status=400
+                )
+            self.next_id += 1
+            oid = str(self.next_id)
+            self.objects[oid], self.etags[oid] = body, f'"{oid}-1"'
+            if self.drop_creates:
+                self.drop_creates -= 1
+                request.transport.close()
+            elif self.hang_after_creates is not None and len(self.objects) > self.hang_after_creates:
+                self.hanging.set()
+                await asyncio.Event().wait()
+            return web.json_response({"id": oid}, status=201, headers={"ETag": self.etags[oid]})
+
+        async def update(request):
+            oid = request.match_info["id"]
+            if oid not in self.objects:
+                return web.json_response({"message": "not found"}, status=404)
+            if request.headers.get("If-Match", self.etags[oid]) != self.etags[oid]:
+                return web.json_response({"message": "stale etag"}, status=412)
+            self.objects[oid] = await request.json()
+            self.etags[oid] = f'"{oid}-{int(self.etags[oid].strip(chr(34)).split("-")[1]) + 1}"'
+            return web.Response(status=204, headers={"ETag": self.etags[oid]})
+
+        async def delete(request):
+            found = self.objects.pop(request.match_info["id"], None)
+            return web.Response(status=204 if found else 404)
+
+        async def lookup(request):
+            doc = request.query["doc"]
+            return web.json_response({"ids": [i for i, o in self.objects.items() if o["doc"] == doc]})
+
+        app = web.Application(middlewares=[gate])
+        app.router.add_put("/things", create)
+        app.router.add_get("/things", lookup)
+        app.router.add_post("/things/{id}", update)
+        app.router.add_delete("/things/{id}", delete)
+        return app
+
+
+@pytest.fixture
+def target():
+    """A Target served from a thread of its own on a free port; yields (target, base_url)."""
+    state = Target()
+    loop = asyncio.new_event_loop()
+    ready = threading.Event()
+    holder = {}
+
+    async def start():
+        runner = web.AppRunner(state.app(), access_log=None, shutdown_timeout=0.1)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        holder.update(runner=runner, port=runner.addresses[0][1])
+        ready.set()
+
+    thread = threading.Thread(
+        target=lambda: (loop.run_until_complete(start()), loop.run_forever()), daemon=True
+    )
+    thread.start()
+    ready.wait(10)
+    yield state, f"http://127.0.0.1:{holder['port']}"
+    asyncio.run_coroutine_threadsafe(holder["runner"].cleanup(), loop).result(10)
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(10)
+
+
+@pytest.fixture
+def warehouse(tmp_path, monkeypatch):
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(tmp_path / "w.duckdb"))
+
+
+# --- the adapter and tokens -------------------------------------------------------------------------------
+class ThingsAdapter:
+    def request(self, action, payload, target_id, etag):
+        if action == "create":
+            return Request("PUT", "/things", payload)
+        if action == "update":
+            return Request("POST", f"/things/{target_id}", payload, {"If-Match": etag} if etag else {})
+        return Request("DELETE", f"/things/{target_id}")
+
+    def applied(self, action, reply: Reply):
+        body = json.loads(reply.body) if reply.body else {}
+        return body.get("id"), reply.headers.get("ETag")
+
+    def lookup(self, payload):
+        return Request("GET", "/things", params={"doc": payload["doc"]})
+
+    def found(self, reply: Reply):
+        ids = json.loads(reply.body)["ids"]
+        return ids[0] if ids else None
+
+
+class Tokens:
+    """Hands out tok-1, then tok-2 after a forced refresh, and so on."""
+
+    def __init__(self):
+        self.number = 1
+        self.forced = 0
+
+    async def token(self, force=False):
+        if force:
+            self.forced += 1
+            self.number += 1
+        return f"tok-{self.number}"
+
+
+def things(n: int, **changes) -> dict[str, dict]:
+    records = {f"doc-{i:04d}": {"doc": f"doc-{i:04d}", "value": i} for i in range(n)}
+    for doc, fields in changes.items():
+        records[doc.replace("_", "-")].update(fields)
+    return records
+
+
+def desired(records: dict[str, dict]) -> list[tuple[str, str, str]]:
+    rows = []
+    for doc, payload in records.items():
+        text = json.dumps(payload, sort_keys=True)
+        rows.append((hashlib.md5(doc.encode()).hexdigest(), hashlib.md5(text.encode()).hexdigest(), text))
+    return rows
+
+
+def run(base_url, records, *, tokens=None, dry_run=False, concurrency=8, batch_size=200):
+    return publish(
+        connect, "d1", "things-api", "things", desired(records), ThingsAdapter(), base_url,
+        tokens or Tokens(), concurrency=concurrency, dry_run=dry_run, retry=FAST, batch_size=batch_size,
+    )  # fmt: skip
+
+
+def assert_store_matches(state: Target, records: dict[str, dict]):
+    docs = [o["doc"] for o in state.objects.values()]
+    assert len(docs) == len(set(docs)), "duplicate creates"
+    assert state.docs() == records
+
+
+# --- the rules ----------------------------------------------------------------------------------------------
+def test_publish_twice_without_change_sends_zero_requests_the_second_time(target, warehouse):
+    state, url = target
+    first = run(url, things(50))
+    assert first.counts["created"] == 50 and first.counts["sent"] == 50
+    assert_store_matches(state, things(50))
+    before = state.seen
+    second = run(url, things(50))
+    assert state.seen == before
+    assert second.counts["sent"] == 0 and second.planned["unchanged"] == 50
+
+
+def test_desired_state_as_sql_one_changed_field_is_exactly_one_update(target, warehouse):
+    state, url = target
+    with connect() as con:
+        con.execute("create table wanted (key_hash varchar, content_hash varchar, payload json)")
+        con.executemany("insert into wanted values (?, ?, ?)", desired(things(20)))
+    sql = "select key_hash, content_hash, payload from wanted"
+    call = dict(adapter=ThingsAdapter(), base_url=url, token_provider=Tokens(), retry=FAST)
+    publish(connect, "d1", "things-api", "things", sql, **call)
+    with connect() as con:
+        changed = desired(things(20, doc_0007={"value": 700}))[7]
+        con.execute(
+            "update wanted set content_hash = ?, payload = ? where key_hash = ?", [*changed[1:], changed[0]]
+        )
+    before = state.requests.copy()
+    result = publish(connect, "d1", "things-api", "things", sql, **call)
+    assert result.counts["updated"] == 1 and result.counts["sent"] == 1
+    assert state.requests - before == Counter(POST=1)
+    assert_store_matches(state, things(20, doc_0007={"value": 700}))
+
+
+def test_a_withdrawn_record_is_one_delete(target, warehouse):
+    state, url = target
+    run(url, things(10))
+    remaining = things(10)
+    del remaining["doc-0003"]
+    before = state.requests.copy()
+    result = run(url, remaining)
+    assert result.counts["deleted"] == 1
+    assert state.requests - before == Counter(DELETE=1)
+    assert_store_matches(state, remaining)
+    assert run(url, remaining).counts["sent"] == 0
+
+
+def _publish_in_child(url: str, n: int) -> None:
+    run(url, things(n), concurrency=4, batch_size=5)
+
+
+def test_a_run_killed_mid_publish_and_run_again_ends_with_the_desired_state_and_no_duplicates(
+    target, warehouse
+):
+    state, url = target
+    state.hang_after_creates = 30  # creates after the 30th are applied but never answered
+    child = multiprocessing.get_context("spawn").Process(target=_publish_in_child, args=(url, 120))
+    child.start()
+    try:
+        assert state.hanging.wait(60), "the child never reached the hang"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+    assert 30 < len(state.objects) < 120
+    state.hang_after_creates = None
+    result = run(url, things(120))
+    assert result.counts["resolved"] >= 1  # the applied-but-unanswered creates were found, not re-created
+    assert_store_matches(state, things(120))
+    assert run(url, things(120)).counts["sent"] == 0
+
+
+def test_a_create_whose_connection_drops_after_it_was_applied_is_not_duplicated(target, warehouse):
+    state, url = target
+    state.drop_creates = 5
+    result = run(url, things(30))
+    assert state.drop_creates == 0
+    assert result.counts["failed"] == 0 and result.counts["created"] == 30
+    assert_store_matches(state, things(30))
+
+
+def test_twenty_percent_429_and_500_complete_with_nothing_lost(target, warehouse):
+    state, url = target
+    state.fail_every = 5
+    first = run(url, things(200))
+    assert first.counts["failed"] == 0 and first.counts["created"] == 200
+    changed = things(200, **{f"doc_{i:04d}": {"value": -1 - i} for i in range(0, 200, 4)})
+    del changed["doc-0001"]
+    second = run(url, changed)
+    assert second.counts["failed"] == 0
+    assert (second.counts["updated"], second.counts["deleted"]) == (50, 1)
+    assert_store_matches(state, changed)
+
+
+def test_a_400_validation_error_is_not_retried_and_is_a_top_error_cause(target, warehouse):
+    state, url = target
+    records = things(10, doc_0004={"code": "XX"})
+    result = run(url, records)
+    assert state.requests["PUT"] == 10  # one attempt for the refused record
+    assert (result.counts["created"], result.counts["failed"]) == (9, 1)
+    table = result.top_error_causes(5)
+    assert "| create: 400 code '…' is not in table C053 | 1 |" in table
+    assert "XX" not in table and "doc-0004" not in table
+    again = run(url, records)  # refused content is not re-sent until it changes
+    assert again.counts["sent"] == 0 and again.counts["skipped"] == 1
+    fixed = run(url, things(10))
+    assert fixed.counts["created"] == 1
+    assert_store_matches(state, things(10))
+
+
+def test_a_401_triggers_exactly_one_token_refresh(target, warehouse):
+    state, url = target
+    state.token = "tok-2"  # the token the provider holds (tok-1) has expired at the target
+    tokens = Tokens()
+    result = run(url, things(40), tokens=tokens, concurrency=8)
+    assert tokens.forced == 1
+    assert result.counts["created"] == 40 and result.counts["failed"] == 0
+
+
+def test_dry_run_sends_nothing_and_reports_the_plan(target, warehouse):
+    state, url = target
+    run(url, things(10))
+    wanted = things(12, doc_0002={"value": 200})
+    del wanted["doc-0005"]
+    before = state.seen
+    result = run(url, wanted, dry_run=True)
+    assert state.seen == before
+    assert {k: v for k, v in result.planned.items() if v} == {
+        "create": 2,
+        "update": 1,
+        "delete": 1,
+        "unchanged": 8,
+    }
+    key_hash = {doc: hashlib.md5(doc.encode()).hexdigest() for doc in things(12)}
+    assert len(result.actions) == 4
+    assert set(result.actions) == {
+        (key_hash["doc-0010"], "create"),
+        (key_hash["doc-0011"], "create"),
+        (key_hash["doc-0005"], "delete"),
+        (key_hash["doc-0002"], "update"),
+    }
+    assert result.metadata()["things/planned_create"] == 2
+    assert run(url, wanted).counts["sent"] == 4
