@@ -116,7 +116,7 @@ def current(tmp_path_factory):
             [
                 "run",
                 "--select",
-                "+path:models/intermediate",
+                "+path:models/marts",
                 "--project-dir",
                 str(DBT_PROJECT_DIR),
                 "--profiles-dir",
@@ -227,6 +227,7 @@ def test_unmapped_students_go_to_the_error_log_with_the_seeds_hint_and_resolve_o
             ).fetchone()[0]
             == 0
         )
+        _load(con, "qmlativ__students", STUDENTS)  # back to the scenario the other tests share
 
 
 def test_a_district_whose_demographics_never_loaded_fails_its_check(current):
@@ -235,3 +236,35 @@ def test_a_district_whose_demographics_never_loaded_fails_its_check(current):
     with connect() as con:
         assert demographics_loaded(con, "rules")
         assert not demographics_loaded(con, "never-ran")
+
+
+def test_each_qmlativ_screen_has_exactly_the_seeds_fields_and_only_integrated_documents(current):
+    import yaml
+
+    from sg_orchestration.paths import PROJECT_ROOT
+
+    fields = yaml.safe_load((PROJECT_ROOT / "sg_orchestration/config/qmlativ_fields.yaml").read_text())
+    with connect() as con:
+        for form, mapping in fields.items():
+            columns = [r[0] for r in con.execute(f"describe marts.qmlativ__{form}").fetchall()]
+            assert columns == [
+                "district_id",
+                "document_id",
+                "StudentID",
+                "SourceDocumentID",
+                *mapping.values(),
+            ]
+        sent = con.execute(
+            'select "SourceDocumentID", "StudentID", "StartDate" from marts.qmlativ__dyslexia '
+            "where district_id = 'rules' order by 1"
+        ).fetchall()
+    assert [r[0] for r in sent] == ["D1", "D10", "D5", "D7"]
+    assert dict((r[0], r[1]) for r in sent) == {"D1": 101, "D10": 105, "D5": 102, "D7": 103}
+    assert fields["special_education_enrollment"] == {
+        "start_date": "StartDate",
+        "end_date": "EndDate",
+        "state_instructional_setting": "StateInstructionalSetting",
+        "state_child_count_fund": "StateChildCountFund",
+        "multiply_disabled": "MultiplyDisabled",
+        "state_disability": "StateDisability",
+    }

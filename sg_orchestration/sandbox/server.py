@@ -12,7 +12,7 @@ import yaml
 from aiohttp import web
 
 from sg_orchestration.sandbox.data import read_district, write_atomically
-from sg_orchestration.sandbox.qmlativ import QmlativApi
+from sg_orchestration.sandbox.qmlativ import Faults, QmlativApi
 from sg_orchestration.sandbox.samegoal import SameGoalApi
 
 SAMEGOAL_CLIENT_ID = "SG_SANDBOX_SAMEGOAL_CLIENT_ID"
@@ -29,11 +29,24 @@ class Sandbox:
         with Sandbox(inputs_dir) as sb:
             sb.urls["samegoal"], sb.credentials[SAMEGOAL_CLIENT_ID], sb.write_districts_file(path)
 
-    Credentials (env-var name -> value) are random per sandbox unless given.
+    Credentials (env-var name -> value) are random per sandbox unless given. The Qmlativ writeback objects
+    persist in `state_dir` (default `{inputs}/.qmlativ-store/`), so a later sandbox there serves them;
+    `qmlativ_faults` (see `qmlativ.Faults`, e.g. `{"error_rate": 0.2, "seed": 1}`) injects failures from
+    the start, and `POST /_sandbox/qmlativ/faults` changes them while running.
     """
 
-    def __init__(self, inputs: Path, *, credentials: dict[str, str] | None = None, token_ttl: int = 3600):
+    def __init__(
+        self,
+        inputs: Path,
+        *,
+        credentials: dict[str, str] | None = None,
+        token_ttl: int = 3600,
+        state_dir: Path | None = None,
+        qmlativ_faults: dict | None = None,
+    ):
         self.inputs = Path(inputs).resolve()
+        self.state_dir = Path(state_dir).resolve() if state_dir else self.inputs / ".qmlativ-store"
+        self.qmlativ_faults = Faults.parse(qmlativ_faults)  # a bad option fails here, not in the server
         self.district = read_district(self.inputs)
         self.credentials = {name: secrets.token_urlsafe(24) for name in CREDENTIAL_NAMES} | (
             credentials or {}
@@ -54,6 +67,8 @@ class Sandbox:
             (c[QMLATIV_KEY], c[QMLATIV_SECRET]),
             int(self.district["qmlativ_entity_id"]),
             self.token_ttl,
+            store_path=self.state_dir / "qmlativ.sqlite3",
+            faults=self.qmlativ_faults,
         )
         return {"samegoal": samegoal.app(), "qmlativ": qmlativ.app()}
 

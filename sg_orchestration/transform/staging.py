@@ -11,10 +11,15 @@ from pathlib import Path
 import yaml
 
 from sg_orchestration.catalog import SOURCES, TRUE_VALUES, TYPE_DESCRIPTIONS, Source
+from sg_orchestration.config import DEFAULT_QMLATIV_OBJECTS
 from sg_orchestration.paths import DBT_PROJECT_DIR
+
+CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 STAGING_DIR = DBT_PROJECT_DIR / "models" / "staging"
 INTERMEDIATE_DIR = DBT_PROJECT_DIR / "models" / "intermediate"
+MARTS_DIR = DBT_PROJECT_DIR / "models" / "marts" / "qmlativ"
+QMLATIV_FIELDS: dict[str, dict[str, str]] = yaml.safe_load((CONFIG_DIR / "qmlativ_fields.yaml").read_text())
 HEADER = "-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.\n"
 MACROS_FILE = DBT_PROJECT_DIR / "macros" / "_catalog.sql"
 
@@ -39,7 +44,52 @@ def _samegoal_meta(source: Source) -> dict:
         "program": source.program,
         "record_date": source.record_date,
         "supersession_key": list(source.supersession_key),
+        "qmlativ_fields": [list(pair) for pair in QMLATIV_FIELDS[source.table].items()],
     }
+
+
+def mart_name(source: Source) -> str:
+    return f"qmlativ__{source.table}"
+
+
+def _mart_model(source: Source) -> str:
+    return (
+        f"{HEADER}-- The macro `qmlativ_mart` (macros/qmlativ.sql) selects the screen's fields.\n"
+        f"{{{{ qmlativ_mart('{source.name}') }}}}\n"
+    )
+
+
+def _marts_yml() -> str:
+    models = []
+    for s in SOURCES:
+        if not s.program:
+            continue
+        names = DEFAULT_QMLATIV_OBJECTS[s.table]
+        columns = [
+            {"name": "district_id", "description": "The district (tenant).", "data_tests": ["not_null"]},
+            {"name": "document_id", "description": "The SameGoal document.", "data_tests": ["not_null"]},
+            {
+                "name": "StudentID",
+                "description": "Qmlativ StudentID (mapped by local id, then state id).",
+                "data_tests": ["not_null"],
+            },
+            {"name": "SourceDocumentID", "description": "The SameGoal document id, kept in Qmlativ."},
+        ] + [
+            {"name": field, "description": f"SameGoal `{column}`."}
+            for column, field in QMLATIV_FIELDS[s.table].items()
+        ]
+        models.append(
+            {
+                "name": mart_name(s),
+                "description": f"Qmlativ {names['module']}/{names['object']} writeback records from SameGoal "
+                f"`{s.table}` documents that are integrated (complete, current, after cutover, mapped).",
+                "data_tests": [
+                    {"unique_per_district": {"arguments": {"column_names": ["document_id"]}}},
+                ],
+                "columns": columns,
+            }
+        )
+    return "# " + HEADER[3:] + yaml.safe_dump({"version": 2, "models": models}, sort_keys=False, width=120)
 
 
 def intermediate_name(source: Source) -> str:
@@ -143,11 +193,18 @@ def render() -> dict[Path, str]:
         files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _model(s)
         if s.program:
             files[INTERMEDIATE_DIR / s.system / f"{intermediate_name(s)}.sql"] = _intermediate_model(s)
+            files[MARTS_DIR / f"{mart_name(s)}.sql"] = _mart_model(s)
+    files[MARTS_DIR / "_qmlativ.yml"] = _marts_yml()
     return files
 
 
 def main() -> None:
-    for path in [*STAGING_DIR.rglob("stg_*.sql"), *INTERMEDIATE_DIR.rglob("int_samegoal__*.sql")]:
+    generated = [
+        *STAGING_DIR.rglob("stg_*.sql"),
+        *INTERMEDIATE_DIR.rglob("int_*.sql"),
+        *MARTS_DIR.glob("*.sql"),
+    ]
+    for path in generated:
         path.unlink()
     for path, text in render().items():
         path.parent.mkdir(parents=True, exist_ok=True)
