@@ -30,10 +30,11 @@ def run_district(districts_file: Path, district_id: str, dry_run: bool = False) 
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
     from sg_orchestration.definitions import defs
+    from sg_orchestration.publish.assets import DRY_RUN_TAG
     from sg_orchestration.summary import collect, render
 
     job = defs.resolve_job_def("nightly")
-    tags = {"sg/dry_run": "true"} if dry_run else {}
+    tags = {DRY_RUN_TAG: "true"} if dry_run else {}
     result = job.execute_in_process(
         partition_key=district.id,
         instance=_instance(),

@@ -83,7 +83,8 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
                 f"{m.get('rows_with_errors', 0):>7,} {check:>6}"
             )
     validations = [a for a in summary.assets.values() if a.asset.startswith("validate/")]
-    models = [a for a in summary.assets.values() if not a.asset.startswith(("raw/", "validate/"))]
+    publishes = [a for a in summary.assets.values() if a.asset.startswith("publish/")]
+    models = [a for a in summary.assets.values() if not a.asset.startswith(("raw/", "validate/", "publish/"))]
     if models:
         tests = sum(a.checks_passed + a.checks_warned + a.checks_failed for a in models)
         warned = sum(a.checks_warned for a in models)
@@ -96,6 +97,8 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)
         check = "FAILED" if a.checks_failed else "ok"
         out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
+    for a in sorted(publishes, key=lambda a: a.asset):
+        out.append(_publish_table(a, dry_run))
     if summary.open_errors:
         out.append("\nopen errors in ops.error_log (fix at the source; they resolve on the next run):")
         out += [f"  {stage:8} {target:44} {n:>7,}" for stage, target, n in summary.open_errors]
@@ -103,3 +106,26 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         out.append("\nFAILED steps: " + ", ".join(summary.failed_steps))
     out.append("\nresult: " + ("OK" if summary.ok else "FAILED"))
     return "\n".join(out)
+
+
+PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "failed")
+
+
+def _publish_table(line: AssetLine, dry_run: bool) -> str:
+    """Per-resource counts from the publish metadata (`<resource>/<count>`)."""
+    m = line.metadata
+    if not m.get("configured", True):
+        return f"\n{line.asset}: not configured for this district"
+    if "reason" in m:
+        return f"\n{line.asset}: nothing sent: {m['reason']}"
+    prefix = "planned_" if dry_run else ""
+    names = ("create", "update", "delete", "unchanged", "failed") if dry_run else PUBLISH_COUNTS
+    resources = sorted({k.split("/")[0] for k in m if "/" in k})
+    rows = [f"\n{line.asset}{' (dry run: planned, nothing sent)' if dry_run else ''}"]
+    rows.append(f"  {'resource':34}" + "".join(f"{n:>10}" for n in names))
+    for r in resources:
+        values = [m.get(f"{r}/{prefix}{n}", m.get(f"{r}/{n}", 0)) for n in names]
+        rows.append(f"  {r:34}" + "".join(f"{int(v):>10,}" for v in values))
+    check = "FAILED" if line.checks_failed else "warning" if line.checks_warned else "ok"
+    rows.append(f"  checks: {check}")
+    return "\n".join(rows)

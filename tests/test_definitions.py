@@ -35,7 +35,7 @@ def test_every_asset_is_partitioned_by_district_and_every_warehouse_writer_is_in
         assert node.partitions_def is not None, key
         assert set(node.partitions_def.get_partition_keys()) == {d.id for d in districts.districts}
     writers = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    assert len(writers) == len(SOURCES) + 2  # every ingest asset, the dbt project, the student mapping
+    assert len(writers) == len(SOURCES) + 3  # every ingest asset, dbt, the student mapping, the writeback
     for assets_def in writers:
         assert assets_def.op.pool == WAREHOUSE_POOL, assets_def.op.name
 

@@ -13,7 +13,7 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     assert "sg_orchestration summary" in out and "result: OK" in out
-    models = len(SOURCES) + sum(1 for s in SOURCES if s.program)  # staging + SameGoal intermediate
+    models = len(SOURCES) + 2 * sum(1 for s in SOURCES if s.program)  # staging, intermediate, Qmlativ marts
     assert f"dbt: {models} models built" in out
     with connect() as con:
         for source in SOURCES:

@@ -43,7 +43,6 @@ import random
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
-from itertools import islice
 from pathlib import Path
 
 from aiohttp import web
@@ -72,9 +71,6 @@ class ObjectTable:
         # a repeated ID replaces the object, as in any store keyed by ID; a row without one is still served
         key = row.get(self.id_field)
         self.rows[key if key is not None else ("no id", len(self.rows))] = row
-
-    def page(self, page: int, size: int) -> list[dict]:
-        return list(islice(self.rows.values(), (page - 1) * size, page * size))
 
 
 @dataclass(frozen=True)
@@ -313,13 +309,18 @@ class QmlativApi:
                 web.HTTPBadRequest, message=f"page starts at 1 and pageSize is 1..{MAX_PAGE_SIZE}"
             )
         base = request.url.with_path(f"/Generic/{entity}/{module}/{name}")
-        total = len(table.rows)
+        # Query parameters filter by field equality (`?SourceDocumentID=D1`): how a publisher finds an
+        # object whose create answer it never heard, before creating it again.
+        filters = dict(request.query)
+        rows = [r for r in table.rows.values() if all(str(r.get(k)) == v for k, v in filters.items())]
+        total = len(rows)
+        query = f"?{request.query_string}" if filters else ""
         return web.json_response(
             {
-                "Objects": table.page(page, size),
+                "Objects": rows[(page - 1) * size : page * size],
                 "Paging": {
-                    "Next": str(base / str(page + 1) / str(size)) if page * size < total else None,
-                    "Previous": str(base / str(page - 1) / str(size)) if page > 1 else None,
+                    "Next": f"{base / str(page + 1) / str(size)}{query}" if page * size < total else None,
+                    "Previous": f"{base / str(page - 1) / str(size)}{query}" if page > 1 else None,
                     "Page": page,
                     "PageSize": size,
                     "TotalCount": total,

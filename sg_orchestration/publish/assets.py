@@ -1,0 +1,87 @@
+"""Publish assets: one per target, partitioned by district, in the warehouse pool (the ledger is DuckDB)."""
+
+from datetime import date
+
+import dagster as dg
+
+from sg_orchestration.config import current_districts
+from sg_orchestration.publish.engine import PublishResult
+from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
+from sg_orchestration.validate.student_mapping import KEY as STUDENT_MAPPING
+from sg_orchestration.warehouse import WAREHOUSE_POOL
+
+QMLATIV_KEY = dg.AssetKey(["publish", "qmlativ_writeback"])
+EXPIRY_CHECK = "qmlativ_access_expiry"
+DRY_RUN_TAG = "sg/dry_run"
+COUNTS = ("created", "updated", "deleted", "unchanged", "skipped", "failed")
+
+
+def _report(results: list[PublishResult], dry_run: bool) -> dict:
+    """Per-screen counts and the top error causes: counts and causes only, never student data."""
+    source = "planned" if dry_run else "counts"
+    header = "| screen | " + " | ".join(COUNTS) + " |\n|---|" + "---:|" * len(COUNTS)
+    rows = [
+        f"| {r.resource} | " + " | ".join(str(int(getattr(r, source).get(c, 0))) for c in COUNTS) + " |"
+        for r in results
+    ]
+    causes = [(r.resource, cause, n) for r in results for cause, n in r.errors.most_common(10)]
+    causes.sort(key=lambda c: -c[2])
+    cause_table = "| screen | cause | count |\n|---|---|---:|\n" + "\n".join(
+        f"| {screen} | {cause.replace('|', '/')} | {n} |" for screen, cause, n in causes[:15]
+    )
+    metadata: dict = {
+        "dry_run": dry_run,
+        "per_screen": dg.MetadataValue.md(header + "\n" + "\n".join(rows)),
+        "top_error_causes": dg.MetadataValue.md(cause_table if causes else "No errors."),
+    }
+    for r in results:
+        metadata.update({k: v for k, v in r.metadata().items() if not k.endswith("top_error_causes")})
+    return metadata
+
+
+def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=QMLATIV_KEY,
+        group_name="publish",
+        partitions_def=partitions_def,
+        pool=WAREHOUSE_POOL,
+        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS] + [STUDENT_MAPPING],
+        kinds={"qmlativ", "duckdb"},
+        description="Sends the Qmlativ screens' changes (creates, updates, deletes) and records them in "
+        "ops.publish_ledger. Run tag `sg/dry_run=true` plans without sending.",
+        check_specs=[
+            dg.AssetCheckSpec(
+                EXPIRY_CHECK,
+                asset=QMLATIV_KEY,
+                description="The Qmlativ Integration Access expires: a warning 30 days ahead, a failure after.",
+            )
+        ],
+    )
+    def qmlativ_writeback(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        district = current_districts().get(context.partition_key)
+        cfg = district.qmlativ
+        if cfg is None or not cfg.base_url:
+            return dg.MaterializeResult(
+                metadata={"configured": False},
+                check_results=[dg.AssetCheckResult(check_name=EXPIRY_CHECK, passed=True)],
+            )
+        passed, warning = access_expiry_status(cfg.access_expires, date.today())
+        check = dg.AssetCheckResult(
+            check_name=EXPIRY_CHECK,
+            passed=passed and warning is None,
+            severity=dg.AssetCheckSeverity.ERROR if not passed else dg.AssetCheckSeverity.WARN,
+            description=warning,
+            metadata={"access_expires": cfg.access_expires.isoformat()},
+        )
+        if not passed:
+            context.log.error(warning)
+            return dg.MaterializeResult(metadata={"sent": 0, "reason": warning}, check_results=[check])
+        dry_run = context.run.tags.get(DRY_RUN_TAG) == "true"
+        results = publish_writeback(district, dry_run=dry_run)
+        context.log.info(
+            "qmlativ writeback: "
+            + ", ".join(f"{r.resource} {dict(r.planned if dry_run else r.counts)}" for r in results)
+        )
+        return dg.MaterializeResult(metadata=_report(results, dry_run), check_results=[check])
+
+    return qmlativ_writeback

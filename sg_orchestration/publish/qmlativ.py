@@ -1,0 +1,144 @@
+"""Qmlativ state-reporting writeback (seed 000, SPEC §4.1): one resource per screen, sent by the engine.
+
+create `PUT /Generic/{EntityID}/{Module}/{Object}` with `{"DataObject": {...}}`; update `POST .../{ID}`;
+delete `DELETE .../{ID}`; a create whose answer was lost is found again by its SourceDocumentID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from datetime import date
+
+import aiohttp
+import yaml
+
+from sg_orchestration.catalog import SOURCES, Source
+from sg_orchestration.config import District, secret
+from sg_orchestration.paths import PROJECT_ROOT
+from sg_orchestration.publish.engine import PublishResult, publish
+from sg_orchestration.publish.sender import Reply, Request
+from sg_orchestration.warehouse import connect
+
+TARGET = "qmlativ"
+FORMS: tuple[Source, ...] = tuple(s for s in SOURCES if s.program)
+FIELDS: dict[str, dict[str, str]] = yaml.safe_load(
+    (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_fields.yaml").read_text()
+)
+EXPIRY_WARNING_DAYS = 30
+
+
+class QmlativTokens:
+    """One bearer token per connection: `GET /oauth/token?grant_type=client_credentials` with Basic
+    key:secret, cached until a minute before it expires, fetched again when the sender says it went stale."""
+
+    def __init__(self, base_url: str, key: str, secret_value: str):
+        self._url = f"{base_url.rstrip('/')}/oauth/token"
+        self._auth = aiohttp.BasicAuth(key, secret_value)
+        self._token: str | None = None
+        self._expires_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def token(self, force: bool = False) -> str:
+        async with self._lock:
+            if force or self._token is None or time.monotonic() > self._expires_at - 60:
+                async with (
+                    aiohttp.ClientSession() as session,
+                    session.get(
+                        self._url, params={"grant_type": "client_credentials"}, auth=self._auth
+                    ) as reply,
+                ):
+                    if reply.status != 200:
+                        raise PermissionError(
+                            f"Qmlativ token request refused: HTTP {reply.status} (check the key)"
+                        )
+                    body = await reply.json()
+                self._token = body["access_token"]
+                self._expires_at = time.monotonic() + float(body.get("expires_in", 3600))
+            return self._token
+
+
+@dataclass(frozen=True)
+class QmlativAdapter:
+    entity_id: int
+    module: str
+    obj: str
+
+    @property
+    def path(self) -> str:
+        return f"/Generic/{self.entity_id}/{self.module}/{self.obj}"
+
+    def request(self, action: str, payload: dict | None, target_id: str | None, etag: str | None) -> Request:
+        if action == "create":
+            return Request("PUT", self.path, json={"DataObject": payload})
+        if action == "update":
+            return Request("POST", f"{self.path}/{target_id}", json={"DataObject": payload})
+        return Request("DELETE", f"{self.path}/{target_id}")
+
+    def applied(self, action: str, reply: Reply) -> tuple[str | None, str | None]:
+        return (str(json.loads(reply.body)["ID"]) if action == "create" else None), None
+
+    def lookup(self, payload: dict) -> Request:
+        return Request(
+            "GET", f"{self.path}/1/1", params={"SourceDocumentID": str(payload["SourceDocumentID"])}
+        )
+
+    def found(self, reply: Reply) -> str | None:
+        objects = json.loads(reply.body).get("Objects") or []
+        return str(objects[0][f"{self.obj}ID"]) if objects else None
+
+
+def desired_sql(form: Source, district_id: str) -> str:
+    """The screen's desired state: key = the SameGoal document, content = the exact payload sent."""
+    fields = ["StudentID", "SourceDocumentID", *FIELDS[form.table].values()]
+    payload = "to_json({" + ", ".join(f"'{f}': \"{f}\"" for f in fields) + "})::varchar"
+    return (
+        f"select md5(document_id) as key_hash, md5(payload) as content_hash, payload from ("
+        f"select document_id, {payload} as payload from marts.qmlativ__{form.table} "
+        f"where district_id = '{district_id}')"
+    )
+
+
+def publish_writeback(
+    district: District, dry_run: bool = False, concurrency: int = 32
+) -> list[PublishResult]:
+    cfg = district.qmlativ
+    assert cfg and cfg.base_url, "the Qmlativ writeback needs qmlativ.base_url"
+    tokens = QmlativTokens(
+        cfg.base_url,
+        secret(cfg.client_key_env, purpose="Qmlativ client key"),
+        secret(cfg.client_secret_env, purpose="Qmlativ client secret"),
+    )
+    results = []
+    for form in FORMS:
+        names = cfg.objects[form.table]
+        results.append(
+            publish(
+                connect,
+                district.id,
+                TARGET,
+                form.table,
+                desired_sql(form, district.id),
+                QmlativAdapter(cfg.entity_id, names.module, names.object),
+                cfg.base_url,
+                tokens,
+                concurrency=concurrency,
+                dry_run=dry_run,
+            )
+        )
+    return results
+
+
+def access_expiry_status(expires: date, today: date) -> tuple[bool, str | None]:
+    """(passed, warning) for the Integration Access expiry: a warning 30 days ahead, a failure after it."""
+    days = (expires - today).days
+    if days < 0:
+        return False, f"the Qmlativ Integration Access expired on {expires}: extend it in Qmlativ"
+    if days <= EXPIRY_WARNING_DAYS:
+        return (
+            True,
+            f"the Qmlativ Integration Access expires in {days} days ({expires}): extend it in Qmlativ",
+        )
+    return True, None

@@ -1,0 +1,176 @@
+"""The Qmlativ writeback end to end: SameGoal over the sandbox API → dbt → the publish engine → the
+sandbox Qmlativ store, counted by the sandbox's request statistics."""
+
+import os
+from datetime import date
+
+import httpx
+import pytest
+
+from sg_orchestration.catalog import SOURCES, SOURCES_BY_NAME
+from sg_orchestration.ingest.pipeline import ingest_source
+from sg_orchestration.paths import DBT_PROJECT_DIR
+from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
+from sg_orchestration.sandbox import Sandbox
+from sg_orchestration.transform.dbt import prepare, record_cutover_dates
+from sg_orchestration.warehouse import connect
+
+
+class Writeback:
+    """A district with its own sandbox store and warehouse, published once."""
+
+    def __init__(self, sandbox: Sandbox, district):
+        self.sandbox = sandbox
+        self.district = district
+        self.qmlativ = sandbox.urls["qmlativ"]
+
+    def writes(self) -> dict[str, int]:
+        stats = httpx.get(f"{self.qmlativ}/_sandbox/qmlativ/stats").json()["writeback"]
+        return {
+            method: sum(v for k, v in by_status.items())
+            for method, by_status in stats.items()
+            if method != "GET"
+        }
+
+    def reset_stats(self) -> None:
+        httpx.delete(f"{self.qmlativ}/_sandbox/qmlativ/stats")
+
+    def store(self, form) -> list[dict]:
+        cfg = self.district.qmlativ
+        names = cfg.objects[form.table]
+        with httpx.Client(base_url=self.qmlativ) as client:
+            token = client.get(
+                "/oauth/token",
+                params={"grant_type": "client_credentials"},
+                auth=(os.environ[cfg.client_key_env], os.environ[cfg.client_secret_env]),
+            ).json()["access_token"]
+            url = f"/Generic/{cfg.entity_id}/{names.module}/{names.object}/1/1000"
+            objects = []
+            while url:
+                body = client.get(url, headers={"Authorization": f"Bearer {token}"}).json()
+                objects += body["Objects"]
+                url = body["Paging"]["Next"]
+        return objects
+
+    def post_samegoal(self, form: str, record: dict) -> None:
+        response = httpx.post(
+            f"{self.sandbox.urls['samegoal']}/_sandbox/samegoal/{form}", json={"records": [record]}
+        )
+        assert response.status_code == 200
+
+    def ingest(self, *names: str) -> None:
+        for name in names:
+            ingest_source(SOURCES_BY_NAME[name], self.district)
+
+
+def _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=None) -> Writeback:
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    sb = Sandbox(
+        district_inputs, credentials=sandbox.credentials, state_dir=tmp_path / "store", qmlativ_faults=faults
+    )
+    sb.__enter__()
+    demo = districts.get("demo")
+    district = demo.model_copy(
+        update={
+            "samegoal": demo.samegoal.model_copy(update={"base_url": sb.urls["samegoal"]}),
+            "qmlativ": demo.qmlativ.model_copy(update={"base_url": sb.urls["qmlativ"]}),
+        }
+    )
+    wb = Writeback(sb, district)
+    for source in SOURCES:
+        if source.system in ("samegoal", "qmlativ"):
+            ingest_source(source, district)
+    with connect() as con:
+        record_cutover_dates(con, district)
+    prepare()
+    from dbt.cli.main import dbtRunner
+
+    args = ["run", "--select", "+path:models/marts", "--project-dir", str(DBT_PROJECT_DIR)]
+    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
+    return wb
+
+
+@pytest.fixture
+def writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs):
+    wb = _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs)
+    yield wb
+    wb.sandbox.__exit__(None, None, None)
+
+
+def _desired(form) -> set[str]:
+    with connect() as con:
+        rows = con.execute(f"select document_id from marts.qmlativ__{form.table} where district_id = 'demo'")
+        return {r[0] for r in rows.fetchall()}
+
+
+def _assert_store_equals_desired(wb: Writeback) -> None:
+    for form in FORMS:
+        stored = [o["SourceDocumentID"] for o in wb.store(form)]
+        assert len(stored) == len(set(stored)), f"{form.table}: duplicate creates"
+        assert set(stored) == _desired(form), form.table
+
+
+def test_publish_twice_with_no_change_sends_zero_requests(writeback):
+    first = publish_writeback(writeback.district)
+    assert sum(r.counts["created"] for r in first) > 0
+    _assert_store_equals_desired(writeback)
+    writeback.reset_stats()
+    second = publish_writeback(writeback.district)
+    assert writeback.writes() == {}
+    assert sum(r.counts["sent"] for r in second) == 0
+
+
+def test_one_field_changed_sends_exactly_one_update_and_a_voided_document_one_delete(writeback):
+    publish_writeback(writeback.district)
+    with connect() as con:
+        doc = (
+            con.execute(
+                "select * from intermediate.int_samegoal__dyslexia where district_id = 'demo' and integrated limit 1"
+            )
+            .df()
+            .iloc[0]
+        )
+    source = SOURCES_BY_NAME["samegoal__dyslexia"]
+    record = {
+        c: (None if doc[c] is None or str(doc[c]) in ("NaT", "None") else str(doc[c]))
+        for c in source.column_names
+    }
+    record.update(start_date=str(doc["start_date"])[:10], end_date=None, completed_at="2099-01-01T00:00:00Z")
+    record["state_dyslexia_services_codes"] = "99" if doc["state_dyslexia_services_codes"] != "99" else "98"
+    writeback.post_samegoal("dyslexia", record)
+    writeback.ingest("samegoal__dyslexia")
+    writeback.reset_stats()
+    results = publish_writeback(writeback.district)
+    assert writeback.writes() == {"POST": 1}
+    assert {r.resource: r.counts["updated"] for r in results}["dyslexia"] == 1
+
+    writeback.post_samegoal("dyslexia", {**record, "document_status": "voided", "completed_at": None})
+    writeback.ingest("samegoal__dyslexia")
+    writeback.reset_stats()
+    publish_writeback(writeback.district)
+    assert writeback.writes() == {"DELETE": 1}
+    _assert_store_equals_desired(writeback)
+
+
+def test_twenty_percent_injected_429_and_500_completes_with_nothing_lost(
+    tmp_path, monkeypatch, sandbox, districts, district_inputs
+):
+    faults = {"error_rate": 0.2, "statuses": [429, 500], "seed": 7}
+    wb = _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=faults)
+    try:
+        results = publish_writeback(wb.district)
+        assert sum(r.counts["failed"] for r in results) == 0
+        _assert_store_equals_desired(wb)
+    finally:
+        wb.sandbox.__exit__(None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("days_left", "passed", "warned"),
+    [(31, True, False), (30, True, True), (0, True, True), (-1, False, False)],
+)
+def test_credential_expiry_warns_30_days_ahead_and_fails_after(days_left, passed, warned):
+    today = date(2026, 11, 24)
+    ok, warning = access_expiry_status(date.fromordinal(today.toordinal() + days_left), today)
+    assert ok is passed
+    assert (warning is not None) == (warned or not passed)
