@@ -4,6 +4,7 @@ import re
 
 import dagster as dg
 
+from sg_orchestration.automation.samegoal_sensor import build_samegoal_sensor
 from sg_orchestration.config import District, current_districts
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in the district's own timezone: data is there the next morning (seed 000)
@@ -38,4 +39,4 @@ def nightly_schedule(district: District) -> dg.ScheduleDefinition:
 
 JOBS = [nightly_job]
 SCHEDULES = [nightly_schedule(d) for d in current_districts().districts]
-SENSORS: list = []
+SENSORS = [build_samegoal_sensor(nightly_job)]

@@ -401,7 +401,8 @@ def _export_rows(
     )  # each status, however small the form
     complete = status == 0
     ready = docs.day if docs.ready is None else docs.ready
-    done_day = np.minimum(ready + rng.integers(0, 15, size=n), 0)
+    # Completed before the as-of day: the export is read on that day, so nothing is completed later than it.
+    done_day = np.minimum(ready + rng.integers(0, 15, size=n), -1)
     done_second = rng.integers(13 * 3600, 22 * 3600, size=n)  # office hours in Texas, as UTC
 
     unknown = np.zeros(n, dtype=bool)
@@ -412,7 +413,7 @@ def _export_rows(
 
     # Supersession: a later complete document for the same student, form and date, under a new id.
     earlier = np.flatnonzero(at_least(rng, complete & (rng.random(n) < 0.015), 1, complete))
-    later_day = np.minimum(done_day[earlier] + rng.integers(1, 31, size=len(earlier)), 0)
+    later_day = np.minimum(done_day[earlier] + rng.integers(1, 31, size=len(earlier)), -1)
     later_second = np.where(
         later_day == done_day[earlier],
         done_second[earlier] + 3600,

@@ -110,29 +110,41 @@ class SameGoalClient(_OAuthClient):
 
         super().__init__(base_url, fetch)
 
-    def export(self, form: str, completed_since: str | None, limit: int) -> tuple[list[list[dict]], str]:
-        """All pages of one form changed since the cursor, and the next cursor (the server's clock)."""
+    def pages(
+        self, form: str, completed_since: str | None, limit: int
+    ) -> Iterator[tuple[list[dict], datetime]]:
+        """Each page of one form changed since `completed_since`, with the server's clock at the first page."""
         url = f"{self.base_url}/api/v1/state-reporting/{form}"
-        params: dict = {"limit": limit}
-        if completed_since:
-            params["completed_since"] = completed_since
-        pages: list[list[dict]] = []
+        since = {"completed_since": completed_since} if completed_since else {}
+        params: dict = {"limit": limit, **since}
         server_now: datetime | None = None
         while True:
             response = self.get(url, params=params)
-            if server_now is None:
-                server_now = _server_time(response)
+            server_now = server_now or _server_time(response)
             body = response.json()
             if not isinstance(body.get("records"), list):
                 raise SourceApiError(f"GET {httpx.URL(url).path}: answer has no `records` list")
-            pages.append(body["records"])
+            yield body["records"], server_now
             if not body.get("next_cursor"):
-                break
-            params = {"limit": limit, "cursor": body["next_cursor"]}
-            if completed_since:
-                params["completed_since"] = completed_since
-        next_cursor = (server_now - CURSOR_OVERLAP).strftime("%Y-%m-%dT%H:%M:%SZ")
-        return pages, next_cursor
+                return
+            params = {"limit": limit, "cursor": body["next_cursor"], **since}
+
+    def export(self, form: str, completed_since: str | None, limit: int) -> tuple[list[list[dict]], str]:
+        """All pages of one form changed since the cursor, and the next cursor (the server's clock)."""
+        pages = list(self.pages(form, completed_since, limit))
+        return [records for records, _ in pages], _iso(pages[0][1] - CURSOR_OVERLAP)
+
+    def new_complete_documents(self, form: str, since: str | None, limit: int) -> tuple[bool, str]:
+        """Whether a complete document changed since `since`, and the server's clock as the next `since`;
+        stops at the first one found, so a sensor's poll costs a page or two."""
+        for records, server_now in self.pages(form, since, limit):
+            if any(r.get("document_status") == "complete" for r in records):
+                return True, _iso(server_now)
+        return False, _iso(server_now)
+
+
+def _iso(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _server_time(response: httpx.Response) -> datetime:

@@ -1,0 +1,36 @@
+"""Automation: the SameGoal sensor starts a district's run when new complete documents appear."""
+
+import json
+import time
+
+import dagster as dg
+import httpx
+
+from sg_orchestration.catalog import SOURCES_BY_NAME
+
+
+def _tick(defs, cursor):
+    sensor = defs.get_sensor_def("samegoal_new_documents")
+    with dg.instance_for_test() as instance:
+        return sensor.evaluate_tick(
+            dg.build_sensor_context(cursor=cursor, instance=instance, definitions=defs)
+        )
+
+
+def test_samegoal_sensor_starts_the_districts_run_when_new_complete_documents_appear(defs, sandbox):
+    first = _tick(defs, None)
+    assert first.run_requests == []  # the first poll only sets the cursor
+    cursor = json.loads(first.cursor)
+    assert set(cursor) == {"demo"}  # `filedrop` reads files, not the API
+
+    draft = {c: None for c in SOURCES_BY_NAME["samegoal__section_504"].column_names}
+    draft.update(document_id="S504-NEW", document_status="draft", samegoal_student_id="SG-X")
+    httpx.post(f"{sandbox.urls['samegoal']}/_sandbox/samegoal/section_504", json={"records": [draft]})
+    time.sleep(1.1)  # the server's clock has one-second steps; the cursor is inclusive
+    assert _tick(defs, first.cursor).run_requests == []  # a draft is not a reason to run
+
+    complete = {**draft, "document_status": "complete", "completed_at": "2099-01-01T00:00:00Z"}
+    httpx.post(f"{sandbox.urls['samegoal']}/_sandbox/samegoal/section_504", json={"records": [complete]})
+    second = _tick(defs, first.cursor)
+    assert [r.partition_key for r in second.run_requests] == ["demo"]
+    assert second.run_requests[0].job_name in (None, "nightly")
