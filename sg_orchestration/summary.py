@@ -90,7 +90,7 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         warned = sum(a.checks_warned for a in models)
         failed = sum(a.checks_failed for a in models)
         out.append(
-            f"\ndbt: {len(models)} models built; {tests} tests: {tests - warned - failed} passed, "
+            f"\ndbt: {len(models)} models and seeds built; {tests} tests: {tests - warned - failed} passed, "
             f"{warned} warned, {failed} failed"
         )
     for a in sorted(validations, key=lambda a: a.asset):

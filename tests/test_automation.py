@@ -5,8 +5,10 @@ import time
 
 import dagster as dg
 import httpx
+import pytest
 
 from sg_orchestration.catalog import SOURCES_BY_NAME
+from sg_orchestration.sandbox import Sandbox
 
 
 def _tick(defs, cursor):
@@ -17,7 +19,24 @@ def _tick(defs, cursor):
         )
 
 
-def test_samegoal_sensor_starts_the_districts_run_when_new_complete_documents_appear(defs, sandbox):
+@pytest.fixture
+def own_sandbox(sandbox, districts, district_inputs, tmp_path, monkeypatch):
+    """A sandbox of its own, so the documents this test adds stay out of the shared one."""
+    from sg_orchestration.automation import samegoal_sensor
+
+    with Sandbox(district_inputs, credentials=sandbox.credentials, state_dir=tmp_path / "store") as own:
+        demo = districts.get("demo")
+        moved = demo.model_copy(
+            update={"samegoal": demo.samegoal.model_copy(update={"base_url": own.urls["samegoal"]})}
+        )
+        others = [d for d in districts.districts if d.id != "demo"]
+        patched = districts.model_copy(update={"districts": [moved, *others]})
+        monkeypatch.setattr(samegoal_sensor, "current_districts", lambda: patched)
+        yield own
+
+
+def test_samegoal_sensor_starts_the_districts_run_when_new_complete_documents_appear(defs, own_sandbox):
+    sandbox = own_sandbox
     first = _tick(defs, None)
     assert first.run_requests == []  # the first poll only sets the cursor
     cursor = json.loads(first.cursor)

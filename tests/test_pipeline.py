@@ -1,6 +1,6 @@
 """A whole nightly run of a small district, in process: ingest over the sandbox APIs, dbt, checks, summary."""
 
-from sg_orchestration.catalog import SOURCES
+from sg_orchestration.catalog import SAMEGOAL_SOURCES, SOURCES
 from sg_orchestration.cli import main
 from sg_orchestration.transform.staging import model_name
 from sg_orchestration.warehouse import connect
@@ -13,8 +13,8 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     assert "sg_orchestration summary" in out and "result: OK" in out
-    models = len(SOURCES) + 2 * sum(1 for s in SOURCES if s.program)  # staging, intermediate, Qmlativ marts
-    assert f"dbt: {models} models built" in out
+    models = len(SOURCES) + 2 * len(SAMEGOAL_SOURCES) + 1  # staging, intermediate, Qmlativ marts, TEDS seed
+    assert f"dbt: {models} models and seeds built" in out
     with connect() as con:
         for source in SOURCES:
             staged = con.execute(f"select count(*) from staging.{model_name(source)}").fetchone()[0]

@@ -83,6 +83,43 @@ FIRST_LOAD = {
             "restraint_date": "2024-09-01",
         },
     ],
+    "samegoal__special_education_enrollment": [
+        _doc(
+            "E1",
+            "complete",
+            "SG1",
+            "L1",
+            "S1",
+            "2024-09-01",
+            "2024-09-02T10:00:00Z",
+            state_instructional_setting="47",
+            state_disability="08",
+        ),
+        _doc(
+            "E2",
+            "complete",
+            "SG2",
+            "L2",
+            "S2",
+            "2024-09-01",
+            "2024-09-02T10:00:00Z",
+            end_date="2024-08-01",
+            state_instructional_setting="40",
+            state_disability="08",
+        ),
+        _doc(
+            "E3",
+            "complete",
+            "SG3",
+            "L3",
+            "S3",
+            "2024-09-01",
+            "2024-09-02T10:00:00Z",
+            state_instructional_setting="41",
+            state_disability="10",
+            multiply_disabled="N",
+        ),
+    ],
     "samegoal__intervention_strategy": [
         _doc("I1", "complete", "SG1", "L1", "S1", "2024-09-01", "2024-09-02T10:00:00Z"),
     ],
@@ -114,9 +151,10 @@ def current(tmp_path_factory):
 
         result = dbtRunner().invoke(
             [
-                "run",
+                "build",
                 "--select",
                 "+path:models/marts",
+                "resource_type:seed",
                 "--project-dir",
                 str(DBT_PROJECT_DIR),
                 "--profiles-dir",
@@ -268,3 +306,47 @@ def test_each_qmlativ_screen_has_exactly_the_seeds_fields_and_only_integrated_do
         "multiply_disabled": "MultiplyDisabled",
         "state_disability": "StateDisability",
     }
+
+
+def _validation_errors() -> dict[str, list[tuple]]:
+    from sg_orchestration.validate.qmlativ import record_mart_failures
+
+    with connect() as con:
+        record_mart_failures(con, "rules")
+        rows = con.execute(
+            "select record_key_hash, field, value, cause, fix from ops.error_log "
+            "where district_id = 'rules' and target = 'qmlativ/special_education_enrollment' and resolved_at is null"
+        ).fetchall()
+        keys = dict(con.execute("select md5(d), d from (values ('E1'), ('E2'), ('E3')) t(d)").fetchall())
+    out: dict[str, list[tuple]] = {}
+    for key, *rest in rows:
+        out.setdefault(keys[key], []).append(tuple(rest))
+    return out
+
+
+def test_a_code_not_in_its_teds_table_is_a_validation_error_naming_field_value_and_table(current):
+    errors = _validation_errors()
+    assert [e[:2] for e in errors["E1"]] == [("StateInstructionalSetting", "47")]
+    assert "TEDS table C035" in errors["E1"][0][2]
+    assert "teds_codes.csv" in errors["E1"][0][3]  # the fix says how a district extends the table
+
+
+def test_an_end_date_before_the_start_date_is_a_validation_error(current):
+    errors = _validation_errors()
+    assert [e[0] for e in errors["E2"]] == ["EndDate"]
+    assert "E3" not in errors
+
+
+def test_a_record_that_fails_validation_is_never_sent(current):
+    from sg_orchestration.catalog import SOURCES_BY_NAME as S
+    from sg_orchestration.publish.ledger import ensure_ledger
+    from sg_orchestration.publish.qmlativ import desired_sql
+
+    _validation_errors()
+    with connect() as con:
+        ensure_ledger(con)
+        sent = con.execute(
+            f"select key_hash from ({desired_sql(S['samegoal__special_education_enrollment'], 'rules')})"
+        ).fetchall()
+        e3 = con.execute("select md5('E3')").fetchone()[0]
+    assert [k for (k,) in sent] == [e3]

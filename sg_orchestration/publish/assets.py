@@ -7,7 +7,7 @@ import dagster as dg
 from sg_orchestration.config import current_districts
 from sg_orchestration.publish.engine import PublishResult
 from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
-from sg_orchestration.validate.student_mapping import KEY as STUDENT_MAPPING
+from sg_orchestration.validate.qmlativ import KEY as VALIDATION
 from sg_orchestration.warehouse import WAREHOUSE_POOL
 
 QMLATIV_KEY = dg.AssetKey(["publish", "qmlativ_writeback"])
@@ -45,7 +45,7 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
         group_name="publish",
         partitions_def=partitions_def,
         pool=WAREHOUSE_POOL,
-        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS] + [STUDENT_MAPPING],
+        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS] + [VALIDATION],
         kinds={"qmlativ", "duckdb"},
         description="Sends the Qmlativ screens' changes (creates, updates, deletes) and records them in "
         "ops.publish_ledger. Run tag `sg/dry_run=true` plans without sending.",

@@ -15,7 +15,7 @@ from datetime import date
 import aiohttp
 import yaml
 
-from sg_orchestration.catalog import SOURCES, Source
+from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.config import District, secret
 from sg_orchestration.paths import PROJECT_ROOT
 from sg_orchestration.publish.engine import PublishResult, publish
@@ -23,7 +23,7 @@ from sg_orchestration.publish.sender import Reply, Request
 from sg_orchestration.warehouse import connect
 
 TARGET = "qmlativ"
-FORMS: tuple[Source, ...] = tuple(s for s in SOURCES if s.program)
+FORMS = SAMEGOAL_SOURCES
 FIELDS: dict[str, dict[str, str]] = yaml.safe_load(
     (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_fields.yaml").read_text()
 )
@@ -91,14 +91,28 @@ class QmlativAdapter:
 
 
 def desired_sql(form: Source, district_id: str) -> str:
-    """The screen's desired state: key = the SameGoal document, content = the exact payload sent."""
+    """The screen's desired state: key = the SameGoal document, content = the exact payload sent.
+
+    A record that failed validation is held back: never sent, and what Qmlativ already holds for it stays
+    as it is (it keeps its ledger content, so it is neither updated nor deleted) until the source is fixed.
+    """
     fields = ["StudentID", "SourceDocumentID", *FIELDS[form.table].values()]
     payload = "to_json({" + ", ".join(f"'{f}': \"{f}\"" for f in fields) + "})::varchar"
-    return (
-        f"select md5(document_id) as key_hash, md5(payload) as content_hash, payload from ("
-        f"select document_id, {payload} as payload from marts.qmlativ__{form.table} "
-        f"where district_id = '{district_id}')"
+    held = (
+        f"select record_key_hash from ops.error_log where district_id = '{district_id}' "
+        f"and stage = 'validate' and target = 'qmlativ/{form.table}' and resolved_at is null"
     )
+    return f"""
+        with mart as (
+            select md5(document_id) as key_hash, {payload} as payload
+            from marts.qmlativ__{form.table} where district_id = '{district_id}'
+        )
+        select key_hash, md5(payload) as content_hash, payload from mart where key_hash not in ({held})
+        union all
+        select l.key_hash, l.content_hash, null from ops.publish_ledger l
+        where l.district_id = '{district_id}' and l.target = '{TARGET}' and l.resource = '{form.table}'
+          and l.last_status = 'sent' and l.key_hash in ({held}) and l.key_hash in (select key_hash from mart)
+    """
 
 
 def publish_writeback(

@@ -1,0 +1,211 @@
+"""pandera schemas on every Qmlativ mart (types, required fields, TEDS code membership, date order).
+
+A record that fails is never sent: it becomes one `ops.error_log` row per failing field (district,
+target, record key hash, field, value, cause, fix) and the publish step holds it back. When the source is
+fixed the record passes, goes out on the next run, and its error row is resolved.
+"""
+
+from collections import Counter
+from functools import cache
+
+import dagster as dg
+import pandas as pd
+import pandera.pandas as pa
+import yaml
+
+from sg_orchestration.catalog import Source
+from sg_orchestration.config import current_districts
+from sg_orchestration.paths import PROJECT_ROOT
+from sg_orchestration.publish.qmlativ import FIELDS, FORMS
+from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded, record_unmapped
+from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
+
+KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
+CODE_TABLES: dict[str, str] = yaml.safe_load(
+    (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_codes.yaml").read_text()
+)
+DATE_ORDER = (("StartDate", "EndDate"), ("IAPBeginDate", "DismissalDate"))
+RECORD_DATES = {
+    "start_date": "StartDate",
+    "restraint_date": "RestraintDate",
+    "iap_begin_date": "IAPBeginDate",
+}
+
+
+def target(form: Source) -> str:
+    return f"qmlativ/{form.table}"
+
+
+def _codes(con, district_id: str) -> dict[str, frozenset[str]]:
+    rows = con.execute(
+        "select code_table, list(code) from reference.teds_codes "
+        "where district_id is null or district_id = '' or district_id = ? group by all",
+        [district_id],
+    ).fetchall()
+    return {table: frozenset(codes) for table, codes in rows}
+
+
+@cache
+def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> pa.DataFrameSchema:
+    allowed = dict(codes)
+    fields = FIELDS[form.table]
+    record_date = RECORD_DATES[form.record_date]
+    columns = {
+        "StudentID": pa.Column(nullable=False, description="Qmlativ StudentID"),
+        "SourceDocumentID": pa.Column(str, nullable=False),
+        record_date: pa.Column(nullable=False, description="the date the record is placed by"),
+    }
+    for field in fields.values():
+        table = CODE_TABLES.get(field)
+        if table:
+            columns[field] = pa.Column(
+                nullable=True,
+                checks=pa.Check.isin(sorted(allowed.get(table, ())), error=f"is not in TEDS table {table}"),
+            )
+    checks = [
+        pa.Check(
+            lambda df, a=first, b=last: df[b].isna() | df[a].isna() | (df[b] >= df[a]),
+            element_wise=False,
+            error=f"{last} is before {first}",
+        )
+        for first, last in DATE_ORDER
+        if first in fields.values() and last in fields.values()
+    ]
+    return pa.DataFrameSchema(columns, checks=checks, strict=False, name=f"qmlativ__{form.table}")
+
+
+def _fix(table: str | None) -> str:
+    if table:
+        return (
+            f"Correct the code in the SameGoal document, or, if TEDS {table} lists it, add it to "
+            "dbt_project/seeds/teds_codes.csv with your district_id. The record is sent on the next run."
+        )
+    return "Correct the SameGoal document; the record is sent on the next run once it passes."
+
+
+def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]) -> list[tuple]:
+    """(document_id, field, value, cause, fix) for every failing field of the form's records."""
+    schema = mart_schema(form, tuple(sorted(codes.items())))
+    try:
+        schema.validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        out = set()
+        for case in exc.failure_cases.itertuples():
+            if pd.isna(case.index):
+                continue
+            row = frame.loc[case.index]
+            if case.schema_context == "DataFrameSchema":  # a rule across fields, e.g. date order
+                field = str(case.check).split(" ")[0]
+                value = None if pd.isna(row[field]) else str(row[field])
+            else:
+                field = case.column
+                value = None if pd.isna(case.failure_case) else str(case.failure_case)
+            table = CODE_TABLES.get(field) if "TEDS" in str(case.check) else None
+            cause = f"`{field}` {value} {case.check}" if table else f"`{field}`: {case.check}"
+            out.add((row["SourceDocumentID"], field, value, cause, _fix(table)))
+        return sorted(out, key=lambda r: (r[0], r[1], r[3]))
+    return []
+
+
+def record_mart_failures(con, district_id: str) -> Counter:
+    """Validate each mart for the district; upsert open errors and resolve the ones that pass now."""
+    codes = _codes(con, district_id)
+    con.execute(
+        "create or replace temp table _sg_invalid (target varchar, key_hash varchar, field varchar, "
+        "value varchar, cause varchar, fix varchar)"
+    )
+    counts: Counter = Counter()
+    for form in FORMS:
+        frame = con.execute(
+            f"select * from marts.qmlativ__{form.table} where district_id = ?", [district_id]
+        ).df()
+        rows = failures(form, frame, codes)
+        if rows:
+            con.executemany(
+                "insert into _sg_invalid values (?, md5(?), ?, ?, ?, ?)",
+                [(target(form), doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
+            )
+            counts[form.table] = len({r[0] for r in rows})
+    match = (
+        "e.district_id = ? and e.stage = 'validate' and e.resolved_at is null and e.target = i.target "
+        "and e.record_key_hash = i.key_hash and e.field is not distinct from i.field and e.cause = i.cause"
+    )
+    con.execute(
+        f"update ops.error_log e set last_seen_at = now() from _sg_invalid i where {match}", [district_id]
+    )
+    con.execute(
+        f"""
+        insert into ops.error_log (district_id, stage, target, record_key_hash, field, value, cause, fix,
+            location, first_seen_at, last_seen_at)
+        select ?, 'validate', target, key_hash, field, value, cause, fix, 'Qmlativ mart', now(), now()
+        from _sg_invalid i where not exists (select 1 from ops.error_log e where {match})
+        """,
+        [district_id, district_id],
+    )
+    con.execute(
+        """
+        update ops.error_log e set resolved_at = now()
+        where e.district_id = ? and e.stage = 'validate' and e.target like 'qmlativ/%' and e.resolved_at is null
+          and not exists (select 1 from _sg_invalid i where e.target = i.target
+              and e.record_key_hash = i.key_hash and e.field is not distinct from i.field and e.cause = i.cause)
+        """,
+        [district_id],
+    )
+    return counts
+
+
+def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=KEY,
+        group_name="validate",
+        partitions_def=partitions_def,
+        pool=WAREHOUSE_POOL,
+        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS]
+        + [dg.AssetKey(["intermediate", f"int_{f.name}"]) for f in FORMS],
+        kinds={"duckdb", "pandera"},
+        description=__doc__,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "demographics_loaded",
+                asset=KEY,
+                description="Qmlativ demographics have loaded for the district, so students can be mapped.",
+            ),
+            dg.AssetCheckSpec(
+                "records_valid",
+                asset=KEY,
+                description="pandera: every Qmlativ record has its types, required fields, TEDS codes and "
+                "date order; failures are held back and listed in ops.error_log.",
+            ),
+        ],
+    )
+    def qmlativ_writeback(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        district = current_districts().get(context.partition_key)
+        with connect() as con:
+            unmapped = record_unmapped(con, district.id)
+            invalid = record_mart_failures(con, district.id)
+            loaded = demographics_loaded(con, district.id)
+        needs_mapping = district.qmlativ is not None
+        return dg.MaterializeResult(
+            metadata={
+                "unmapped_documents": sum(unmapped.values()),
+                "invalid_records": sum(invalid.values()),
+                **{f"invalid/{k}": v for k, v in invalid.items()},
+            },
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="demographics_loaded",
+                    passed=loaded or not needs_mapping,
+                    description=None
+                    if loaded or not needs_mapping
+                    else f"no Qmlativ students: {MAPPING_HINT}",
+                ),
+                dg.AssetCheckResult(
+                    check_name="records_valid",
+                    passed=not invalid,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"invalid_records": sum(invalid.values())},
+                ),
+            ],
+        )
+
+    return qmlativ_writeback
