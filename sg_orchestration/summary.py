@@ -95,7 +95,7 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         )
     for a in sorted(validations, key=lambda a: a.asset):
         counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)
-        check = "FAILED" if a.checks_failed else "ok"
+        check = "FAILED" if a.checks_failed else "warning (see ops.error_log)" if a.checks_warned else "ok"
         out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
     for a in sorted(publishes, key=lambda a: a.asset):
         out.append(_publish_table(a, dry_run))
