@@ -174,3 +174,35 @@ def test_credential_expiry_warns_30_days_ahead_and_fails_after(days_left, passed
     ok, warning = access_expiry_status(date.fromordinal(today.toordinal() + days_left), today)
     assert ok is passed
     assert (warning is not None) == (warned or not passed)
+
+
+def test_a_record_qmlativ_refuses_is_not_retried_and_goes_to_the_error_log(
+    tmp_path, monkeypatch, sandbox, districts, district_inputs
+):
+    wb = _writeback(
+        tmp_path,
+        monkeypatch,
+        sandbox,
+        districts,
+        district_inputs,
+        faults={"error_rate": 1.0, "statuses": [400]},
+    )
+    try:
+        results = publish_writeback(wb.district)
+        failed = sum(r.counts["failed"] for r in results)
+        assert failed == sum(len(_desired(form)) for form in FORMS) > 0
+        with connect() as con:
+            rows = con.execute(
+                "select cause, fix from ops.error_log where district_id = 'demo' and stage = 'publish' "
+                "and resolved_at is null"
+            ).fetchall()
+        assert len(rows) == failed
+        assert {cause for cause, _ in rows} == {
+            "400"
+        }  # the status and the target's short message, never data
+        assert all("Qmlativ refused" in fix for _, fix in rows)
+        wb.reset_stats()
+        publish_writeback(wb.district)  # refused content is not sent again until it changes
+        assert wb.writes() == {}
+    finally:
+        wb.sandbox.__exit__(None, None, None)
