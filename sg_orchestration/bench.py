@@ -2,7 +2,15 @@
 
 Stages, for each district size: `generate` the inputs; `ingest` every catalog source into a fresh DuckDB
 warehouse (SameGoal and Qmlativ over the sandbox APIs, real HTTP; the rest from files); `ingest
-(unchanged)`, the same data again, which must add nothing; `dbt` build of the staging models.
+(unchanged)`, the same data again, which must add nothing; `dbt` build of the staging models. Then the
+Qmlativ writeback: `dbt (marts)` builds the intermediate and mart views over staging (with the district's
+cutover dates); `publish (cold)` sends every integrated document to a fresh sandbox Qmlativ store (its
+`state_dir` is in the size's work dir); `change 1%` posts a new version of 1% of the integrated SameGoal
+documents (picked by a hash of their id, one published field changed, a later completed_at) through the
+sandbox hook and re-ingests the SameGoal sources; `publish (1% changed)` then sends only those;
+`publish (no change)` must send nothing, which the parent checks in the sandbox's request statistics.
+Once for the whole run, `publish client CPU` measures µs of client CPU per request of each candidate HTTP
+transport (`publish.measure`; SG_BENCH_MEASURE_REQUESTS sets its request count).
 
 Each stage runs in a child process of its own (`python -m sg_orchestration.bench stage ...`), so its peak
 memory is that process's own high-water RSS (VmHWM), not that of everything before it. The sandbox
@@ -37,6 +45,21 @@ TARGET_WALL_S = 120.0
 TARGET_PEAK_MIB = 2048.0
 TARGET_TEXT = "ingest + dbt staging of a 200,000-student district in under 2 minutes, peak memory under 2 GiB"
 UNCHANGED = "ingest (unchanged)"
+DBT_MARTS = "dbt (marts)"
+PUBLISH_COLD = "publish (cold)"
+CHANGE = "change 1%"
+PUBLISH_CHANGED = "publish (1% changed)"
+PUBLISH_NO_CHANGE = "publish (no change)"
+CLIENT_CPU = "publish client CPU"
+CHANGED_FRACTION = 0.01
+# The publish targets of the writeback performance issue, reported (PASS/MISS) but not enforced.
+PUBLISH_TARGET_TEXT = (
+    "no-change run sends zero requests and takes under 10% of the cold run; the 1% run under 20% of it; "
+    "client CPU ≤ 100 µs per request"
+)
+NO_CHANGE_MAX_SHARE = 0.10
+CHANGED_MAX_SHARE = 0.20
+MEASURE_REQUESTS = 5000
 
 
 class StageFailed(RuntimeError):
@@ -44,9 +67,13 @@ class StageFailed(RuntimeError):
 
 
 # --- the parent: runs each stage in a child and measures it -----------------------------------------------
-def main(sizes: list[int], seed: int, out: Path, keep: bool | None = None) -> int:
+def main(
+    sizes: list[int], seed: int, out: Path, keep: bool | None = None, measure_requests: int | None = None
+) -> int:
     """Benchmark each size; print the table, write bench.json and bench.md; 0 when every stage ran."""
     keep = os.environ.get("SG_BENCH_KEEP") == "1" if keep is None else keep
+    if measure_requests is None:
+        measure_requests = int(os.environ.get("SG_BENCH_MEASURE_REQUESTS", MEASURE_REQUESTS))
     profile = os.environ.get("SG_BENCH_PROFILE") == "1"
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -63,10 +90,23 @@ def main(sizes: list[int], seed: int, out: Path, keep: bool | None = None) -> in
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
+    client_cpu = None
+    work = out / "work" / "client-cpu"
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "SG_BENCH_MEASURE_REQUESTS": str(measure_requests)}
+        client_cpu = _run_stage("client_cpu", CLIENT_CPU, 0, seed, work, env, None)
+    except StageFailed as exc:
+        failures.append(str(exc))
+        print(f"bench: {exc}", file=sys.stderr, flush=True)
+    finally:
+        if not keep:
+            shutil.rmtree(work, ignore_errors=True)
     if not keep and (out / "work").is_dir() and not any((out / "work").iterdir()):
         (out / "work").rmdir()
 
     summary = [_summary(students, results) for students in sizes]
+    publish_summary = [_publish_summary(students, results) for students in sizes]
     report = {
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "seed": seed,
@@ -81,8 +121,16 @@ def main(sizes: list[int], seed: int, out: Path, keep: bool | None = None) -> in
             "wall_s": TARGET_WALL_S,
             "peak_mib": TARGET_PEAK_MIB,
         },
+        "publish_target": {
+            "text": PUBLISH_TARGET_TEXT,
+            "no_change_max_share_of_cold": NO_CHANGE_MAX_SHARE,
+            "changed_max_share_of_cold": CHANGED_MAX_SHARE,
+            "client_cpu_us": _client_cpu_target(),
+        },
         "results": results,
         "summary": [s for s in summary if s],
+        "publish_summary": [s for s in publish_summary if s],
+        "client_cpu": client_cpu,
         "failures": failures,
     }
     table = render(report)
@@ -106,18 +154,46 @@ def _bench_size(students: int, seed: int, work: Path, profiles: Path | None, res
         "SG_DISTRICTS_FILE": str(work / "districts.yaml"),
     }
     results.append(_run_stage("generate", "generate", students, seed, work, env, profiles))
-    with Sandbox(work / "inputs") as sandbox:
+    # The Qmlativ store in the size's work dir: fresh for every size (the default is beside the inputs).
+    with Sandbox(work / "inputs", state_dir=work / "qmlativ-store") as sandbox:
         sandbox.write_districts_file(work / "districts.yaml")
         env.update(sandbox.credentials)
         first = _run_stage("ingest", "ingest", students, seed, work, env, profiles)
         results.append(first)
         again = _run_stage("ingest", UNCHANGED, students, seed, work, env, profiles)
-    # The second ingest is offered the same rows as the first; most are skipped by digest without being
-    # parsed, so its throughput is over the rows offered, and `rows_read` says how many were parsed.
-    again["rows"] = first["rows"]
-    again["rows_per_s"] = _rate(again["rows"], again["wall_s"])
-    results.append(again)
-    results.append(_run_stage("dbt", "dbt", students, seed, work, env, profiles))
+        # The second ingest is offered the same rows as the first; most are skipped by digest without
+        # being parsed, so its throughput is over the rows offered, and `rows_read` says how many were.
+        again["rows"] = first["rows"]
+        again["rows_per_s"] = _rate(again["rows"], again["wall_s"])
+        results.append(again)
+        results.append(_run_stage("dbt", "dbt", students, seed, work, env, profiles))
+        results.append(_run_stage("dbt_marts", DBT_MARTS, students, seed, work, env, profiles))
+
+        stats_url = f"{sandbox.urls['qmlativ']}/_sandbox/qmlativ/stats"
+        results.append(_publish_stage(PUBLISH_COLD, stats_url, students, seed, work, env, profiles))
+        results.append(_run_stage("change", CHANGE, students, seed, work, env, profiles))
+        results.append(_publish_stage(PUBLISH_CHANGED, stats_url, students, seed, work, env, profiles))
+        no_change = _publish_stage(PUBLISH_NO_CHANGE, stats_url, students, seed, work, env, profiles)
+        results.append(no_change)
+        if no_change["writeback_requests"] or no_change["requests"]:
+            raise StageFailed(
+                f"{PUBLISH_NO_CHANGE!r} sent {no_change['writeback_requests']} writeback requests "
+                f"(sandbox stats: {no_change['writeback_stats']}); it must send none"
+            )
+
+
+def _publish_stage(
+    label: str, stats_url: str, students: int, seed: int, work: Path, env: dict, profiles: Path | None
+) -> dict:
+    """A publish stage, with the writeback requests the sandbox Qmlativ counted while it ran."""
+    import httpx
+
+    httpx.delete(stats_url).raise_for_status()
+    result = _run_stage("publish", label, students, seed, work, env, profiles)
+    stats = httpx.get(stats_url).json()["writeback"]
+    result["writeback_stats"] = stats
+    result["writeback_requests"] = sum(n for by_status in stats.values() for n in by_status.values())
+    return result
 
 
 def _run_stage(
@@ -130,7 +206,8 @@ def _run_stage(
     if profiles:
         profiles.mkdir(parents=True, exist_ok=True)
         cmd += ["--profile", str(profiles / f"{students}-{label.replace(' ', '-')}.prof")]
-    print(f"bench: {students:,} students: {label} ...", flush=True)
+    who = f"{students:,} students: " if students else ""
+    print(f"bench: {who}{label} ...", flush=True)
     started = time.perf_counter()
     proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT)
     _, status, usage = os.wait4(proc.pid, 0)
@@ -148,10 +225,13 @@ def _run_stage(
         process_s=round(process_s, 2),
         rows_per_s=_rate(result["rows"], result["wall_s"]),
     )
+    if "requests" in result:
+        result["requests_per_s"] = _rate(result["requests"], result["wall_s"])
     added = f" ({result['rows_added']:,} added)" if "rows_added" in result else ""
+    sent = f", {result['requests']:,} requests" if "requests" in result else ""
     print(
-        f"bench: {students:,} students: {label}: {result['wall_s']:.1f} s, {result['rows']:,} rows read"
-        f"{added}, peak {result['peak_mib']:,.0f} MiB",
+        f"bench: {who}{label}: {result['wall_s']:.1f} s, {result['rows']:,} rows read"
+        f"{added}{sent}, peak {result['peak_mib']:,.0f} MiB",
         flush=True,
     )
     return result
@@ -178,32 +258,103 @@ def _summary(students: int, results: list[dict]) -> dict | None:
     }
 
 
+def _client_cpu_target() -> float:
+    from sg_orchestration.publish.measure import TARGET_US
+
+    return TARGET_US
+
+
+def _publish_summary(students: int, results: list[dict]) -> dict | None:
+    """The publish targets for one size, against its cold run: reported, never enforced."""
+    stages = {r["stage"]: r for r in results if r["students"] == students}
+    if PUBLISH_COLD not in stages or PUBLISH_CHANGED not in stages or PUBLISH_NO_CHANGE not in stages:
+        return None
+    cold, changed, none = stages[PUBLISH_COLD], stages[PUBLISH_CHANGED], stages[PUBLISH_NO_CHANGE]
+    no_change_share = none["wall_s"] / cold["wall_s"] if cold["wall_s"] else 0.0
+    changed_share = changed["wall_s"] / cold["wall_s"] if cold["wall_s"] else 0.0
+    return {
+        "students": students,
+        "cold_wall_s": cold["wall_s"],
+        "cold_requests": cold["requests"],
+        "changed_requests": changed["requests"],
+        "changed_request_share": round(changed["requests"] / cold["requests"], 4) if cold["requests"] else 0,
+        "changed_wall_share": round(changed_share, 4),
+        "changed_pass": changed_share < CHANGED_MAX_SHARE,
+        "no_change_requests": none["writeback_requests"],
+        "no_change_wall_share": round(no_change_share, 4),
+        "no_change_pass": none["writeback_requests"] == 0 and no_change_share < NO_CHANGE_MAX_SHARE,
+    }
+
+
+def _verdict(ok: bool) -> str:
+    return "PASS" if ok else "MISS"
+
+
 def render(report: dict) -> str:
     lines = [
         f"Target: {TARGET_TEXT}.",
+        f"Publish target: {PUBLISH_TARGET_TEXT}.",
         f"Machine: {report['machine']['cpus']} CPUs, Python {report['machine']['python']}; seed {report['seed']}.",
         "",
-        "| students | stage | wall s | rows | rows/s | rows added | peak MiB | target |",
-        "|---:|---|---:|---:|---:|---:|---:|---|",
+        "| students | stage | wall s | rows | rows/s | rows added | requests | requests/s | peak MiB | target |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     summaries = {s["students"]: s for s in report["summary"]}
+    publish = {s["students"]: s for s in report.get("publish_summary", [])}
     for students in dict.fromkeys(r["students"] for r in report["results"]):
         for r in (r for r in report["results"] if r["students"] == students):
             added = f"{r['rows_added']:,}" if "rows_added" in r else ""
+            sent = f"{r['requests']:,} | {r['requests_per_s']:,}" if "requests" in r else " | "
             lines.append(
                 f"| {students:,} | {r['stage']} | {r['wall_s']:.1f} | {r['rows']:,} | {r['rows_per_s']:,} "
-                f"| {added} | {r['peak_mib']:,.0f} | |"
+                f"| {added} | {sent} | {r['peak_mib']:,.0f} | |"
             )
         s = summaries.get(students)
         if s:
             verdict = ("PASS" if s["pass"] else "MISS") if s["judged"] else "n/a (target is for 200,000)"
             lines.append(
-                f"| {students:,} | **ingest + dbt** | **{s['ingest_dbt_wall_s']:.1f}** | | | | "
+                f"| {students:,} | **ingest + dbt** | **{s['ingest_dbt_wall_s']:.1f}** | | | | | | "
                 f"**{s['peak_mib']:,.0f}** | {verdict} |"
+            )
+        p = publish.get(students)
+        if p:
+            lines.append(
+                f"| {students:,} | **no change vs cold** | **{p['no_change_wall_share']:.1%}** of cold | | | | "
+                f"**{p['no_change_requests']:,}** | | | {_verdict(p['no_change_pass'])} "
+                f"(0 requests, < {NO_CHANGE_MAX_SHARE:.0%}) |"
+            )
+            lines.append(
+                f"| {students:,} | **1% changed vs cold** | **{p['changed_wall_share']:.1%}** of cold | | | | "
+                f"**{p['changed_requests']:,}** ({p['changed_request_share']:.1%}) | | | "
+                f"{_verdict(p['changed_pass'])} (< {CHANGED_MAX_SHARE:.0%}) |"
+            )
+    cpu = report.get("client_cpu")
+    if cpu:
+        target = report["publish_target"]["client_cpu_us"]
+        lines += [
+            "",
+            f"Publish client CPU ({cpu['rows']:,} requests per transport, concurrency {cpu['concurrency']}, "
+            "against a do-nothing local server; the engine sends with raw aiohttp):",
+            "",
+            "| transport | µs client CPU per request | target |",
+            "|---|---:|---|",
+        ]
+        for kind, us in cpu["us_per_request"].items():
+            engine = " (the engine's)" if kind == "aiohttp" else ""
+            lines.append(
+                f"| {TRANSPORT_NAMES.get(kind, kind)}{engine} | {us:,.1f} | "
+                f"{_verdict(us <= target)} (≤ {target:.0f} µs) |"
             )
     for failure in report["failures"]:
         lines.append(f"\nFAILED: {failure}")
     return "\n".join(lines)
+
+
+TRANSPORT_NAMES = {
+    "httpx": "httpx (default transport)",
+    "httpx_aiohttp": "httpx + aiohttp transport",
+    "aiohttp": "raw aiohttp",
+}
 
 
 # --- the children: one stage each ----------------------------------------------------------------------------
@@ -216,6 +367,11 @@ def _stage_generate(work: Path, students: int, seed: int) -> dict:
 
 
 def _stage_ingest(work: Path, students: int, seed: int) -> dict:
+    return _ingest(lambda source: True)
+
+
+def _ingest(wanted) -> dict:
+    """Ingest the catalog's sources for which `wanted(source)` into the warehouse; timed per source."""
     from sg_orchestration.catalog import SOURCES
     from sg_orchestration.config import districts_file_path, load_districts
     from sg_orchestration.ingest.pipeline import ingest_source, transport
@@ -224,6 +380,8 @@ def _stage_ingest(work: Path, students: int, seed: int) -> dict:
     sources: dict[str, dict] = {}
     started = time.perf_counter()
     for source in SOURCES:
+        if not wanted(source):
+            continue
         t = time.perf_counter()
         result, _failures = ingest_source(source, district)
         if result is None:
@@ -248,36 +406,217 @@ def _stage_ingest(work: Path, students: int, seed: int) -> dict:
     }
 
 
-def _stage_dbt(work: Path, students: int, seed: int) -> dict:
-    import duckdb
+def _dbt(work: Path, district_id: str, select: list[str]) -> float:
+    """`dbt build --select ...` into the work dir; its wall time."""
     from dbt.cli.main import dbtRunner
 
-    from sg_orchestration.config import districts_file_path, load_districts
-    from sg_orchestration.paths import warehouse_path
-    from sg_orchestration.transform.dbt import prepare
-
-    district_id = load_districts(districts_file_path()).districts[0].id
-    prepare()  # the manifest Dagster needs; not part of a nightly run, so not timed
     args = ["build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     # dbt's own files go to the work dir, so the bench never races a test or `dagster dev` in target/.
     args += ["--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")]
-    args += ["--select", "path:models/staging", "--vars", json.dumps({"district_id": district_id}), "--quiet"]
+    args += [*select, "--vars", json.dumps({"district_id": district_id}), "--quiet"]
     started = time.perf_counter()
     result = dbtRunner().invoke(args)
     wall = time.perf_counter() - started
     if not result.success:
         failed = [r.node.name for r in getattr(result.result, "results", []) if r.status in ("error", "fail")]
         raise SystemExit(f"dbt build failed: {result.exception or failed}")
+    return wall
+
+
+def _count_rows(schema: str) -> tuple[int, int]:
+    """(rows, relations) in a warehouse schema."""
+    import duckdb
+
+    from sg_orchestration.paths import warehouse_path
+
     # dbt-duckdb keeps its connection open in this process: a second one must use the same (default) config.
     with duckdb.connect(str(warehouse_path())) as con:
         views = con.execute(
-            "select table_name from information_schema.tables where table_schema = 'staging'"
+            "select table_name from information_schema.tables where table_schema = ?", [schema]
         ).fetchall()
-        rows = sum(con.execute(f'select count(*) from staging."{v}"').fetchone()[0] for (v,) in views)
-    return {"wall_s": wall, "rows": rows, "models": len(views)}
+        rows = sum(con.execute(f'select count(*) from {schema}."{v}"').fetchone()[0] for (v,) in views)
+    return rows, len(views)
 
 
-STAGES = {"generate": _stage_generate, "ingest": _stage_ingest, "dbt": _stage_dbt}
+def _stage_dbt(work: Path, students: int, seed: int) -> dict:
+    from sg_orchestration.config import districts_file_path, load_districts
+    from sg_orchestration.transform.dbt import prepare
+
+    district_id = load_districts(districts_file_path()).districts[0].id
+    prepare()  # the manifest Dagster needs; not part of a nightly run, so not timed
+    wall = _dbt(work, district_id, ["--select", "path:models/staging"])
+    rows, models = _count_rows("staging")
+    return {"wall_s": wall, "rows": rows, "models": models}
+
+
+def _stage_dbt_marts(work: Path, students: int, seed: int) -> dict:
+    """The intermediate and mart views (and any seeds they use) over the staging the dbt stage built, so
+    that stage's figures stay those of staging alone. Rows: the integrated documents, ready to publish."""
+    from sg_orchestration.config import districts_file_path, load_districts
+    from sg_orchestration.transform.dbt import record_cutover_dates
+    from sg_orchestration.warehouse import connect
+
+    district = load_districts(districts_file_path()).districts[0]
+    started = time.perf_counter()
+    with connect() as con:
+        record_cutover_dates(con, district)
+    select = ["--select", "+path:models/marts", "--exclude", "path:models/staging"]
+    wall = time.perf_counter() - started + _dbt(work, district.id, select)
+    rows, models = _count_rows("marts")
+    return {"wall_s": wall, "rows": rows, "models": models}
+
+
+def _stage_publish(work: Path, students: int, seed: int) -> dict:
+    """`publish_writeback` to the sandbox Qmlativ. Rows: the records diffed; requests: those that succeeded."""
+    from collections import Counter
+
+    from sg_orchestration.config import districts_file_path, load_districts
+    from sg_orchestration.publish.qmlativ import publish_writeback
+
+    district = load_districts(districts_file_path()).districts[0]
+    started = time.perf_counter()
+    results = publish_writeback(district)
+    wall = time.perf_counter() - started
+    counts: Counter = Counter()
+    planned: Counter = Counter()
+    for r in results:
+        counts.update(r.counts)
+        planned.update(r.planned)
+    if counts["failed"]:
+        raise SystemExit(f"publish failed for {counts['failed']} records: {[r.errors for r in results]}")
+    return {
+        "wall_s": wall,
+        "rows": sum(planned.values()),
+        "requests": counts["sent"],
+        "counts": dict(counts),
+        "planned": dict(planned),
+    }
+
+
+def _changed_field(source) -> str:
+    """A published field of the form that neither dates the document nor tells it apart from another (so
+    changing it keeps the document integrated and current): the first text field, else the first flag."""
+    from sg_orchestration.publish.qmlativ import FIELDS
+
+    keys = {source.record_date, "start_date", *source.supersession_key}
+    fields = [source.column(name) for name in FIELDS[source.table] if name not in keys]
+    for ctype in ("text", "bool"):
+        for column in fields:
+            if column.type == ctype:
+                return column.name
+    raise ValueError(f"{source.table}: no field to change")
+
+
+def _stage_change(work: Path, students: int, seed: int) -> dict:
+    """New versions of 1% of the integrated documents through the sandbox hook, then SameGoal re-ingested.
+
+    The documents are the first of all integrated ones by a hash of (seed, form, document id); each gets
+    its latest raw version with one published field set to another value the form already uses, and a
+    completed_at of now (later than its own, and after the last read). Rows: the documents changed."""
+    import httpx
+
+    from sg_orchestration.catalog import SOURCES
+    from sg_orchestration.config import districts_file_path, load_districts
+    from sg_orchestration.warehouse import connect
+
+    district = load_districts(districts_file_path()).districts[0]
+    forms = {s.table: s for s in SOURCES if s.program}
+    now = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    started = time.perf_counter()
+    records: dict[str, list[dict]] = {}
+    with connect(read_only=True) as con:
+        union = " union all ".join(
+            f"select '{form}' as form, document_id, md5('{seed}/{form}/' || document_id) as h "
+            f"from marts.qmlativ__{form} where district_id = $1"
+            for form in forms
+        )
+        total = con.execute(f"select count(*) from ({union})", [district.id]).fetchone()[0]
+        n = max(1, round(total * CHANGED_FRACTION)) if total else 0
+        picked = con.execute(f"select form, document_id from ({union}) order by h limit {n}", [district.id])
+        by_form: dict[str, list[str]] = {}
+        for form, document_id in picked.fetchall():
+            by_form.setdefault(form, []).append(document_id)
+        for form, ids in by_form.items():
+            source = forms[form]
+            field = _changed_field(source)
+            # the values the form's integrated documents have, commonest first, compared as typed
+            values = [
+                v
+                for (v,) in con.execute(
+                    f'select "{field}"::varchar from intermediate.int_samegoal__{form} '
+                    f'where district_id = $1 and integrated and "{field}" is not null '
+                    "group by 1 order by count(*) desc, 1 limit 2",
+                    [district.id],
+                ).fetchall()
+            ]
+            current = dict(
+                con.execute(
+                    f'select document_id, "{field}"::varchar from intermediate.int_samegoal__{form} '
+                    "where district_id = $1 and document_id in (select unnest($2::varchar[]))",
+                    [district.id, ids],
+                ).fetchall()
+            )
+            columns = ", ".join(f'"{c}"' for c in source.column_names)
+            rows = con.execute(
+                f"select {columns} from raw.samegoal__{form} "
+                "where _district_id = $1 and document_id in (select unnest($2::varchar[])) "
+                "qualify row_number() over (partition by document_id order by _load_id desc, _source_row desc) = 1",
+                [district.id, ids],
+            ).fetchall()
+            for row in rows:
+                record = dict(zip(source.column_names, row, strict=True))
+                other = [v for v in values if v != current.get(record["document_id"])]
+                if other:
+                    record[field] = other[0]
+                elif source.column(field).type == "bool":  # every document has the same value
+                    record[field] = "false" if current.get(record["document_id"]) == "true" else "true"
+                else:
+                    record[field] = f"{record[field] or ''}X"
+                record["completed_at"] = now
+                records.setdefault(form, []).append(record)
+    base = district.samegoal.base_url.rstrip("/")
+    with httpx.Client(timeout=60) as client:
+        for form, batch in records.items():
+            for i in range(0, len(batch), 1000):
+                reply = client.post(f"{base}/_sandbox/samegoal/{form}", json={"records": batch[i : i + 1000]})
+                reply.raise_for_status()
+    posted_s = time.perf_counter() - started
+    ingested = _ingest(lambda source: source.system == "samegoal")
+    return {
+        "wall_s": time.perf_counter() - started,
+        "post_s": posted_s,
+        "rows": sum(len(batch) for batch in records.values()),
+        "integrated": total,
+        "by_form": {form: len(batch) for form, batch in records.items()},
+        "rows_read": ingested["rows_read"],
+        "rows_added": ingested["rows_added"],
+    }
+
+
+def _stage_client_cpu(work: Path, students: int, seed: int) -> dict:
+    from sg_orchestration.publish.measure import measure
+
+    requests = int(os.environ.get("SG_BENCH_MEASURE_REQUESTS", MEASURE_REQUESTS))
+    concurrency = 32
+    started = time.perf_counter()
+    us = measure(requests=requests, concurrency=concurrency)
+    return {
+        "wall_s": time.perf_counter() - started,
+        "rows": requests,
+        "concurrency": concurrency,
+        "us_per_request": {kind: round(v, 1) for kind, v in us.items()},
+    }
+
+
+STAGES = {
+    "generate": _stage_generate,
+    "ingest": _stage_ingest,
+    "dbt": _stage_dbt,
+    "dbt_marts": _stage_dbt_marts,
+    "publish": _stage_publish,
+    "change": _stage_change,
+    "client_cpu": _stage_client_cpu,
+}
 
 
 def _stage_main(argv: list[str]) -> int:

@@ -81,6 +81,11 @@ def quote(identifier: str) -> str:
     return '"' + identifier.replace('"', '""') + '"'
 
 
+def literal(text: str) -> str:
+    """A SQL string literal."""
+    return "'" + text.replace("'", "''") + "'"
+
+
 def raw_table(source: Source) -> str:
     return f"raw.{quote(source.name)}"
 

@@ -8,16 +8,36 @@ from pathlib import Path
 
 import pytest
 
-from sg_orchestration.bench import UNCHANGED, main
+from sg_orchestration.bench import (
+    CHANGE,
+    CLIENT_CPU,
+    DBT_MARTS,
+    PUBLISH_CHANGED,
+    PUBLISH_COLD,
+    PUBLISH_NO_CHANGE,
+    UNCHANGED,
+    main,
+)
 
 
 @pytest.mark.timeout(600)
 def test_bench_runs_every_stage(tmp_path: Path) -> None:
-    assert main(sizes=[300], seed=1, out=tmp_path, keep=False) == 0
+    # a small client-CPU measurement: the figure is for reading, not asserting
+    assert main(sizes=[300], seed=1, out=tmp_path, keep=False, measure_requests=200) == 0
 
     report = json.loads((tmp_path / "bench.json").read_text())
     stages = {r["stage"]: r for r in report["results"]}
-    assert list(stages) == ["generate", "ingest", UNCHANGED, "dbt"]
+    assert list(stages) == [
+        "generate",
+        "ingest",
+        UNCHANGED,
+        "dbt",
+        DBT_MARTS,
+        PUBLISH_COLD,
+        CHANGE,
+        PUBLISH_CHANGED,
+        PUBLISH_NO_CHANGE,
+    ]
     for name, result in stages.items():
         assert result["students"] == 300
         assert result["rows"] > 0, name
@@ -28,6 +48,26 @@ def test_bench_runs_every_stage(tmp_path: Path) -> None:
     assert stages["ingest"]["rows_added"] > 0
     assert stages[UNCHANGED]["rows_added"] == 0
 
+    # The cold run creates every integrated document; 1% changed sends some but fewer; no change sends none,
+    # as the sandbox Qmlativ counted too.
+    cold, changed, none = stages[PUBLISH_COLD], stages[PUBLISH_CHANGED], stages[PUBLISH_NO_CHANGE]
+    assert cold["requests"] == cold["counts"]["created"] == stages[DBT_MARTS]["rows"]
+    assert 0 < changed["requests"] < cold["requests"]
+    assert changed["requests"] == changed["counts"]["updated"] == stages[CHANGE]["rows"]
+    assert changed["writeback_requests"] == changed["requests"]
+    assert none["requests"] == 0
+    assert none["writeback_requests"] == 0
+
+    [publish] = report["publish_summary"]
+    assert publish["students"] == 300 and publish["no_change_requests"] == 0
+    cpu = report["client_cpu"]
+    assert cpu["stage"] == CLIENT_CPU
+    assert set(cpu["us_per_request"]) == {"httpx", "httpx_aiohttp", "aiohttp"}
+    assert all(us > 0 for us in cpu["us_per_request"].values())
+
     assert [s["students"] for s in report["summary"]] == [300]
-    assert "| 300 | dbt |" in (tmp_path / "bench.md").read_text()
+    md = (tmp_path / "bench.md").read_text()
+    assert "| 300 | dbt |" in md
+    assert f"| 300 | {PUBLISH_NO_CHANGE} |" in md
+    assert "raw aiohttp" in md
     assert not (tmp_path / "work").exists(), "the work files are deleted unless asked to keep them"

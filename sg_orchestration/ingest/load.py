@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import duckdb
 
+from sg_orchestration import error_log
 from sg_orchestration.catalog import (
     FALSE_VALUES,
     TRUE_VALUES,
@@ -23,7 +24,7 @@ from sg_orchestration.catalog import (
     Source,
 )
 from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches
-from sg_orchestration.warehouse import LOAD_COLUMNS, quote, raw_table, raw_table_ddl
+from sg_orchestration.warehouse import LOAD_COLUMNS, literal, quote, raw_table, raw_table_ddl
 
 STAGE = "_sg_stage"
 SEP = "chr(31)"
@@ -50,23 +51,19 @@ class LoadResult:
         }
 
 
-def _sql_str(text: str) -> str:
-    return "'" + text.replace("'", "''") + "'"
-
-
 def field_problem_sql(column: Column) -> str:
     """SQL giving the cause when the column's raw text breaks its catalog type or is blank but required."""
     c = quote(column.name)
     checks = []
     if column.required:
         checks.append(f"when {c} is null then 'required but blank'")
-    expected = _sql_str(f"not {TYPE_DESCRIPTIONS[column.type]}")
+    expected = literal(f"not {TYPE_DESCRIPTIONS[column.type]}")
     if column.type == "bool":
-        allowed = ", ".join(_sql_str(v) for v in TRUE_VALUES + FALSE_VALUES)
+        allowed = ", ".join(literal(v) for v in TRUE_VALUES + FALSE_VALUES)
         checks.append(f"when {c} is not null and {c} not in ({allowed}) then {expected}")
     elif column.type in TYPE_PATTERNS:
         cast = {"date": "date", "datetime": "timestamptz", "int": "bigint", "decimal": "double"}[column.type]
-        pattern = _sql_str(TYPE_PATTERNS[column.type])
+        pattern = literal(TYPE_PATTERNS[column.type])
         checks.append(
             f"when {c} is not null and (not regexp_full_match({c}, {pattern}) "
             f"or try_cast({c} as {cast}) is null) then {expected}"
@@ -87,7 +84,7 @@ def _problems_sql(source: Source, encoding_errors: bool) -> str:
                 "then 'not valid UTF-8' end)"
             )
         if problem != "null":
-            items.append(f"{{'field': {_sql_str(column.name)}, 'cause': {problem}}}")
+            items.append(f"{{'field': {literal(column.name)}, 'cause': {problem}}}")
     fields = f"list_filter([{', '.join(items)}], lambda p: p.cause is not null)" if items else "[]"
     return f"case when {REJECT} is not null then [{{'field': null, 'cause': {REJECT}}}] else {fields} end"
 
@@ -102,7 +99,7 @@ def _extra_sql(extras: list[str]) -> str:
     rejected = f"case when {FIELDS} is not null then json_object('{FIELDS}', json({FIELDS})) end"
     if not extras:
         return rejected
-    pairs = ", ".join(f"{_sql_str(e)}, {quote(e)}" for e in extras)
+    pairs = ", ".join(f"{literal(e)}, {quote(e)}" for e in extras)
     return f"coalesce({rejected}, json_object({pairs}))"
 
 
@@ -174,7 +171,7 @@ def load(
             batches.digest = digest
         new_rows = "true"
         if source.mode == "documents":
-            new_rows = f"_row_hash not in (select _row_hash from {table} where _district_id = {_sql_str(district_id)})"
+            new_rows = f"_row_hash not in (select _row_hash from {table} where _district_id = {literal(district_id)})"
         target_cols = ", ".join([quote(c) for c in columns] + [name for name, _ in LOAD_COLUMNS])
         con.execute(
             f"""
@@ -218,59 +215,32 @@ def _record_unchanged(
 
 
 def _log_errors(con, source: Source, district_id: str, load_id: int, origin: str) -> Counter:
-    """Upsert one error-log row per bad field; resolve the source's earlier errors that are gone now."""
-    file_name = origin.rsplit("/", 1)[-1]
+    """One error-log row per bad field, naming the file, row and field; earlier ones gone now resolve."""
+    file_name = literal(origin.rsplit("/", 1)[-1])
+    value = " ".join(
+        ["case p.field"] + [f"when {literal(c)} then {quote(c)}" for c in source.column_names] + ["end"]
+    )
     con.execute(
         f"""
         create or replace temp table _sg_errors as
-        select _key_hash, p.field as field, p.cause as cause,
-            case when p.field is null then null else
-                {" ".join(["case p.field"] + [f"when {_sql_str(c)} then {quote(c)}" for c in source.column_names] + ["end"])}
-            end as value,
-            {ROW} as row_number
+        select {literal(source.name)} as target, _key_hash as record_key_hash, p.field as field,
+            {value} as value, p.cause as cause,
+            'correct ' || coalesce('`' || p.field || '` in ', 'the row in ') || {file_name} || ' row '
+                || {ROW} || ' and send the file again' as fix,
+            {file_name} || ' row ' || {ROW} as location, {load_id} as load_id
         from (select *, unnest(_problems) as p from _sg_checked where len(_problems) > 0)
         """
     )
-    fix = (
-        f"'correct ' || coalesce('`' || field || '` in ', 'the row in ') || {_sql_str(file_name)} "
-        "|| ' row ' || row_number || ' and send the file again'"
-    )
-    con.execute(
-        f"""
-        update ops.error_log e set last_seen_at = now(), load_id = ?, location = {_sql_str(file_name)} || ' row ' || s.row_number
-        from _sg_errors s
-        where e.district_id = ? and e.stage = 'ingest' and e.target = ? and e.resolved_at is null
-          and e.record_key_hash = s._key_hash and e.field is not distinct from s.field and e.cause = s.cause
-        """,
-        [load_id, district_id, source.name],
-    )
-    con.execute(
-        f"""
-        insert into ops.error_log (district_id, stage, target, record_key_hash, field, value, cause, fix,
-            location, load_id, first_seen_at, last_seen_at)
-        select ?, 'ingest', ?, _key_hash, field, value, cause, {fix},
-            {_sql_str(file_name)} || ' row ' || row_number, ?, now(), now()
-        from _sg_errors s
-        where not exists (
-            select 1 from ops.error_log e
-            where e.district_id = ? and e.stage = 'ingest' and e.target = ? and e.resolved_at is null
-              and e.record_key_hash = s._key_hash and e.field is not distinct from s.field and e.cause = s.cause)
-        """,
-        [district_id, source.name, load_id, district_id, source.name],
-    )
-    # Snapshot: an error not seen in this load is fixed. Documents: fixed once a clean version of the
-    # same record arrives.
-    resolved_when = "e.load_id <> ?"
-    if source.mode == "documents":
-        resolved_when += (
-            " and e.record_key_hash in (select _key_hash from _sg_checked where len(_problems) = 0)"
-        )
-    con.execute(
-        f"""
-        update ops.error_log e set resolved_at = now()
-        where e.district_id = ? and e.stage = 'ingest' and e.target = ? and e.resolved_at is null and {resolved_when}
-        """,
-        [district_id, source.name, load_id],
+    # Snapshot: an error not in this load is fixed. Documents: fixed once a clean version arrives.
+    clean_version = "e.record_key_hash in (select _key_hash from _sg_checked where len(_problems) = 0)"
+    error_log.sync(
+        con,
+        district_id,
+        "ingest",
+        "_sg_errors",
+        scope="e.target = ?",
+        scope_params=(source.name,),
+        resolve_only_if=clean_version if source.mode == "documents" else "true",
     )
     counts = Counter()
     for fld, cause, n in con.execute(

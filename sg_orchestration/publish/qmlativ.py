@@ -15,6 +15,7 @@ from datetime import date
 import aiohttp
 import yaml
 
+from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.config import District, secret
 from sg_orchestration.paths import PROJECT_ROOT
@@ -154,39 +155,20 @@ PUBLISH_FIX = (
 )
 
 
-def record_publish_errors(con, district_id: str) -> int:
-    """Mirror the ledger's refused and failed records into ops.error_log (stage `publish`): one open row
-    per record and cause, resolved once the record is sent. Returns the open count."""
+def record_publish_errors(con, district_id: str) -> None:
+    """The ledger's refused and failed records as ops.error_log rows (stage `publish`), resolved once sent."""
     con.execute(
         f"""
-        insert into ops.error_log (district_id, stage, target, record_key_hash, cause, fix, location,
-            first_seen_at, last_seen_at)
-        select l.district_id, 'publish', '{TARGET}/' || l.resource, l.key_hash, l.last_error, ?,
-            'Qmlativ ' || coalesce(l.last_action, ''), now(), now()
-        from ops.publish_ledger l
-        where l.district_id = ? and l.target = '{TARGET}' and l.last_status = 'failed'
-          and not exists (
-            select 1 from ops.error_log e where e.district_id = l.district_id and e.stage = 'publish'
-              and e.target = '{TARGET}/' || l.resource and e.record_key_hash = l.key_hash
-              and e.cause = l.last_error and e.resolved_at is null)
+        create or replace temp table _sg_refused as
+        select '{TARGET}/' || resource as target, key_hash as record_key_hash, null as field, null as value,
+            last_error as cause, ? as fix, 'Qmlativ ' || coalesce(last_action, '') as location,
+            null::bigint as load_id
+        from ops.publish_ledger
+        where district_id = ? and target = '{TARGET}' and last_status = 'failed'
         """,
         [PUBLISH_FIX, district_id],
     )
-    con.execute(
-        f"""
-        update ops.error_log e set resolved_at = now()
-        where e.district_id = ? and e.stage = 'publish' and e.target like '{TARGET}/%' and e.resolved_at is null
-          and not exists (
-            select 1 from ops.publish_ledger l where l.district_id = e.district_id and l.target = '{TARGET}'
-              and '{TARGET}/' || l.resource = e.target and l.key_hash = e.record_key_hash
-              and l.last_status = 'failed' and l.last_error = e.cause)
-        """,
-        [district_id],
-    )
-    return con.execute(
-        "select count(*) from ops.error_log where district_id = ? and stage = 'publish' and resolved_at is null",
-        [district_id],
-    ).fetchone()[0]
+    error_log.sync(con, district_id, "publish", "_sg_refused", scope=f"e.target like '{TARGET}/%'")
 
 
 def access_expiry_status(expires: date, today: date) -> tuple[bool, str | None]:

@@ -13,6 +13,7 @@ import pandas as pd
 import pandera.pandas as pa
 import yaml
 
+from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
 from sg_orchestration.config import current_districts
 from sg_orchestration.paths import PROJECT_ROOT
@@ -21,6 +22,10 @@ from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
+_FINDINGS_DDL = (
+    "target varchar, record_key_hash varchar, field varchar, value varchar, cause varchar, fix varchar, "
+    "location varchar, load_id bigint"
+)
 CODE_TABLES: dict[str, str] = yaml.safe_load(
     (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_codes.yaml").read_text()
 )
@@ -110,10 +115,7 @@ def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]
 def record_mart_failures(con, district_id: str) -> Counter:
     """Validate each mart for the district; upsert open errors and resolve the ones that pass now."""
     codes = _codes(con, district_id)
-    con.execute(
-        "create or replace temp table _sg_invalid (target varchar, key_hash varchar, field varchar, "
-        "value varchar, cause varchar, fix varchar)"
-    )
+    con.execute(f"create or replace temp table _sg_invalid ({_FINDINGS_DDL})")
     counts: Counter = Counter()
     for form in FORMS:
         frame = con.execute(
@@ -122,35 +124,11 @@ def record_mart_failures(con, district_id: str) -> Counter:
         rows = failures(form, frame, codes)
         if rows:
             con.executemany(
-                "insert into _sg_invalid values (?, md5(?), ?, ?, ?, ?)",
+                "insert into _sg_invalid values (?, md5(?), ?, ?, ?, ?, 'Qmlativ mart', null)",
                 [(target(form), doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
             )
             counts[form.table] = len({r[0] for r in rows})
-    match = (
-        "e.district_id = ? and e.stage = 'validate' and e.resolved_at is null and e.target = i.target "
-        "and e.record_key_hash = i.key_hash and e.field is not distinct from i.field and e.cause = i.cause"
-    )
-    con.execute(
-        f"update ops.error_log e set last_seen_at = now() from _sg_invalid i where {match}", [district_id]
-    )
-    con.execute(
-        f"""
-        insert into ops.error_log (district_id, stage, target, record_key_hash, field, value, cause, fix,
-            location, first_seen_at, last_seen_at)
-        select ?, 'validate', target, key_hash, field, value, cause, fix, 'Qmlativ mart', now(), now()
-        from _sg_invalid i where not exists (select 1 from ops.error_log e where {match})
-        """,
-        [district_id, district_id],
-    )
-    con.execute(
-        """
-        update ops.error_log e set resolved_at = now()
-        where e.district_id = ? and e.stage = 'validate' and e.target like 'qmlativ/%' and e.resolved_at is null
-          and not exists (select 1 from _sg_invalid i where e.target = i.target
-              and e.record_key_hash = i.key_hash and e.field is not distinct from i.field and e.cause = i.cause)
-        """,
-        [district_id],
-    )
+    error_log.sync(con, district_id, "validate", "_sg_invalid", scope="e.target like 'qmlativ/%'")
     return counts
 
 

@@ -6,7 +6,9 @@ that hint, resolved on the run where the student maps. A district whose Qmlativ 
 loaded fails this check instead of sending nothing silently.
 """
 
+from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES
+from sg_orchestration.warehouse import literal
 
 MAPPING_HINT = "student not mapped: run the demographics integration"
 FIX = (
@@ -16,46 +18,24 @@ FIX = (
 FORMS = SAMEGOAL_SOURCES
 
 
-def _unmapped_sql(district_id_param: str = "?") -> str:
-    parts = [
-        f"select '{s.name}' as target, md5(document_id) as key_hash, "
-        f"coalesce(student_local_id, student_state_id) as value "
-        f"from intermediate.int_{s.name} where district_id = {district_id_param} "
-        f"and not_integrated_reason = '{MAPPING_HINT}'"
+def _unmapped_sql() -> str:
+    return " union all ".join(
+        f"select '{s.name}' as target, md5(document_id) as record_key_hash, 'student_local_id' as field, "
+        f"coalesce(student_local_id, student_state_id) as value, {literal(MAPPING_HINT)} as cause, "
+        f"{literal(FIX)} as fix, 'SameGoal document' as location, null::bigint as load_id "
+        f"from intermediate.int_{s.name} where district_id = $district_id "
+        f"and not_integrated_reason = {literal(MAPPING_HINT)}"
         for s in FORMS
-    ]
-    return " union all ".join(parts)
+    )
 
 
 def record_unmapped(con, district_id: str) -> dict[str, int]:
-    """Upsert one open error per unmapped document and resolve those that map now; counts per form."""
-    con.execute(f"create or replace temp table _sg_unmapped as {_unmapped_sql()}", [district_id] * len(FORMS))
-    match = (
-        "e.district_id = ? and e.stage = 'validate' and e.cause = ? and e.resolved_at is null "
-        "and e.target = u.target and e.record_key_hash = u.key_hash"
-    )
+    """One open error per unmapped document; those that map now resolve. Returns counts per form."""
     con.execute(
-        f"update ops.error_log e set last_seen_at = now() from _sg_unmapped u where {match}",
-        [district_id, MAPPING_HINT],
+        f"create or replace temp table _sg_unmapped as {_unmapped_sql()}", {"district_id": district_id}
     )
-    con.execute(
-        f"""
-        insert into ops.error_log (district_id, stage, target, record_key_hash, field, value, cause, fix,
-            location, first_seen_at, last_seen_at)
-        select ?, 'validate', u.target, u.key_hash, 'student_local_id', u.value, ?, ?,
-            'SameGoal document', now(), now()
-        from _sg_unmapped u
-        where not exists (select 1 from ops.error_log e where {match})
-        """,
-        [district_id, MAPPING_HINT, FIX, district_id, MAPPING_HINT],
-    )
-    con.execute(
-        """
-        update ops.error_log e set resolved_at = now()
-        where e.district_id = ? and e.stage = 'validate' and e.cause = ? and e.resolved_at is null
-          and not exists (select 1 from _sg_unmapped u where e.target = u.target and e.record_key_hash = u.key_hash)
-        """,
-        [district_id, MAPPING_HINT],
+    error_log.sync(
+        con, district_id, "validate", "_sg_unmapped", scope="e.cause = ?", scope_params=(MAPPING_HINT,)
     )
     return dict(con.execute("select target, count(*) from _sg_unmapped group by all order by 1").fetchall())
 
