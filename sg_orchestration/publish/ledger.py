@@ -58,7 +58,8 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
-    """Expose the desired state as the view `publish_desired(key_hash, content_hash, payload)`.
+    """Evaluate the desired state once into the temp table `publish_desired(key_hash, content_hash, payload)`:
+    the plan and the pending lookups read it several times, and a query over views is not cheap.
 
     `desired` is a SQL query or table name, a relation of this connection, or (key_hash, content_hash,
     payload JSON) tuples.
@@ -75,7 +76,7 @@ def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
         )
         desired = "publish_desired_rows"
     query = desired if " " in desired.strip() else f"select key_hash, content_hash, payload from {desired}"
-    con.execute(f"create or replace temp view publish_desired as {query}")
+    con.execute(f"create or replace temp table publish_desired as {query}")
 
 
 def plan(

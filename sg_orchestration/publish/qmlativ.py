@@ -40,10 +40,12 @@ class QmlativTokens:
         self._auth = aiohttp.BasicAuth(key, secret_value)
         self._token: str | None = None
         self._expires_at = 0.0
-        self._lock = asyncio.Lock()
+        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
 
     async def token(self, force: bool = False) -> str:
-        async with self._lock:
+        # Each screen publishes in its own event loop; the token outlives them, a lock cannot.
+        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
+        async with lock:
             if force or self._token is None or time.monotonic() > self._expires_at - 60:
                 async with (
                     aiohttp.ClientSession() as session,
