@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import weakref
 from dataclasses import dataclass
 from datetime import date
 
@@ -40,7 +41,7 @@ class QmlativTokens:
         self._auth = aiohttp.BasicAuth(key, secret_value)
         self._token: str | None = None
         self._expires_at = 0.0
-        self._locks: dict[asyncio.AbstractEventLoop, asyncio.Lock] = {}
+        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
     async def token(self, force: bool = False) -> str:
         # Each screen publishes in its own event loop; the token outlives them, a lock cannot.

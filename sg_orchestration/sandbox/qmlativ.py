@@ -43,6 +43,7 @@ import random
 import sqlite3
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field, fields
+from itertools import islice
 from pathlib import Path
 
 from aiohttp import web
@@ -312,12 +313,14 @@ class QmlativApi:
         # Query parameters filter by field equality (`?SourceDocumentID=D1`): how a publisher finds an
         # object whose create answer it never heard, before creating it again.
         filters = dict(request.query)
-        rows = [r for r in table.rows.values() if all(str(r.get(k)) == v for k, v in filters.items())]
+        rows = table.rows.values()
+        if filters:
+            rows = [r for r in rows if all(str(r.get(k)) == v for k, v in filters.items())]
         total = len(rows)
         query = f"?{request.query_string}" if filters else ""
         return web.json_response(
             {
-                "Objects": rows[(page - 1) * size : page * size],
+                "Objects": list(islice(rows, (page - 1) * size, page * size)),
                 "Paging": {
                     "Next": f"{base / str(page + 1) / str(size)}{query}" if page * size < total else None,
                     "Previous": f"{base / str(page - 1) / str(size)}{query}" if page > 1 else None,
