@@ -5,15 +5,16 @@ import json
 
 import dagster as dg
 
-from sg_orchestration.catalog import SAMEGOAL_FORMS
+from sg_orchestration.catalog import SAMEGOAL_FORMS, SAMEGOAL_SOURCES
 from sg_orchestration.config import District, current_districts, secret
 from sg_orchestration.ingest.apis import SameGoalClient, SourceApiError
+from sg_orchestration.ingest.pipeline import transport
 
 POLL_PAGE = 200
 
 
 def polled(district: District) -> bool:
-    return bool(district.samegoal and district.samegoal.base_url and not district.inputs.samegoal_dir)
+    return transport(SAMEGOAL_SOURCES[0], district) == "api"
 
 
 def new_complete_documents(district: District, since: str | None) -> tuple[bool, str]:
@@ -21,13 +22,13 @@ def new_complete_documents(district: District, since: str | None) -> tuple[bool,
     cfg = district.samegoal
     client_id = secret(cfg.client_id_env, purpose="SameGoal client id")
     client_secret = secret(cfg.client_secret_env, purpose="SameGoal client secret")
-    found, now = False, since
+    now = since
     with SameGoalClient(cfg.base_url, client_id, client_secret) as client:
         for form in SAMEGOAL_FORMS:
-            found_here, now = client.new_complete_documents(form, since, POLL_PAGE)
-            if found_here:
+            found, now = client.new_complete_documents(form, since, POLL_PAGE)
+            if found:
                 return True, now
-    return found, now
+    return False, now
 
 
 def build_samegoal_sensor(job) -> dg.SensorDefinition:
