@@ -206,3 +206,18 @@ def test_a_record_qmlativ_refuses_is_not_retried_and_goes_to_the_error_log(
         assert wb.writes() == {}
     finally:
         wb.sandbox.__exit__(None, None, None)
+
+
+def test_lost_answers_after_applied_writes_leave_no_duplicates_and_nothing_lost(
+    tmp_path, monkeypatch, sandbox, districts, district_inputs
+):
+    """What a run killed mid-publish looks like from Qmlativ's side: writes applied, answers never heard."""
+    faults = {"drop_after_write_rate": 0.2, "seed": 3}
+    wb = _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=faults)
+    try:
+        first = publish_writeback(wb.district)
+        publish_writeback(wb.district)  # the next run resolves whatever was left pending
+        assert sum(r.counts["created"] + r.counts["resolved"] for r in first) > 0
+        _assert_store_equals_desired(wb)
+    finally:
+        wb.sandbox.__exit__(None, None, None)
