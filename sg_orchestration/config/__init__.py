@@ -23,6 +23,13 @@ EnvVarName = Annotated[str, Field(pattern=ENV_NAME, description="name of an envi
 DEFAULT_QMLATIV_OBJECTS: dict[str, dict[str, str]] = yaml.safe_load(
     (Path(__file__).parent / "qmlativ_objects.yaml").read_text()
 )
+# The Qmlativ fields each SameGoal form writes, and the TEDS table each coded field is checked against.
+QMLATIV_FIELDS: dict[str, dict[str, str]] = yaml.safe_load(
+    (Path(__file__).parent / "qmlativ_fields.yaml").read_text()
+)
+QMLATIV_CODE_TABLES: dict[str, str] = yaml.safe_load(
+    (Path(__file__).parent / "qmlativ_codes.yaml").read_text()
+)
 
 
 class ConfigError(ValueError):

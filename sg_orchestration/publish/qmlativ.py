@@ -14,21 +14,16 @@ from dataclasses import dataclass
 from datetime import date
 
 import aiohttp
-import yaml
 
 from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
-from sg_orchestration.config import District, secret
-from sg_orchestration.paths import PROJECT_ROOT
+from sg_orchestration.config import QMLATIV_FIELDS, District, secret
 from sg_orchestration.publish.engine import PublishResult, publish
 from sg_orchestration.publish.sender import Reply, Request
 from sg_orchestration.warehouse import connect
 
 TARGET = "qmlativ"
 FORMS = SAMEGOAL_SOURCES
-FIELDS: dict[str, dict[str, str]] = yaml.safe_load(
-    (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_fields.yaml").read_text()
-)
 EXPIRY_WARNING_DAYS = 30
 
 
@@ -100,7 +95,7 @@ def desired_sql(form: Source, district_id: str) -> str:
     A record that failed validation is held back: never sent, and what Qmlativ already holds for it stays
     as it is (it keeps its ledger content, so it is neither updated nor deleted) until the source is fixed.
     """
-    fields = ["StudentID", "SourceDocumentID", *FIELDS[form.table].values()]
+    fields = ["StudentID", "SourceDocumentID", *QMLATIV_FIELDS[form.table].values()]
     payload = "to_json({" + ", ".join(f"'{f}': \"{f}\"" for f in fields) + "})::varchar"
     held = (
         f"select record_key_hash from ops.error_log where district_id = '{district_id}' "

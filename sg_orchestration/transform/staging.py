@@ -11,25 +11,18 @@ from pathlib import Path
 import yaml
 
 from sg_orchestration.catalog import SOURCES, TRUE_VALUES, TYPE_DESCRIPTIONS, Source
-from sg_orchestration.config import DEFAULT_QMLATIV_OBJECTS
+from sg_orchestration.config import DEFAULT_QMLATIV_OBJECTS, QMLATIV_FIELDS
 from sg_orchestration.paths import DBT_PROJECT_DIR
-
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "config"
 
 STAGING_DIR = DBT_PROJECT_DIR / "models" / "staging"
 INTERMEDIATE_DIR = DBT_PROJECT_DIR / "models" / "intermediate"
 MARTS_DIR = DBT_PROJECT_DIR / "models" / "marts" / "qmlativ"
-QMLATIV_FIELDS: dict[str, dict[str, str]] = yaml.safe_load((CONFIG_DIR / "qmlativ_fields.yaml").read_text())
 HEADER = "-- Generated from sg_orchestration/catalog.py by `python -m sg_orchestration.transform.staging`.\n"
 MACROS_FILE = DBT_PROJECT_DIR / "macros" / "_catalog.sql"
 
 
 def model_name(source: Source) -> str:
     return f"stg_{source.name}"
-
-
-def _model(source: Source) -> str:
-    return f"{HEADER}-- The macro `stage` (macros/stage.sql) renames and casts the columns listed in _sources.yml.\n{{{{ stage('{source.name}') }}}}\n"
 
 
 def _macros() -> str:
@@ -52,11 +45,9 @@ def mart_name(source: Source) -> str:
     return f"qmlativ__{source.table}"
 
 
-def _mart_model(source: Source) -> str:
-    return (
-        f"{HEADER}-- The macro `qmlativ_mart` (macros/qmlativ.sql) selects the screen's fields.\n"
-        f"{{{{ qmlativ_mart('{source.name}') }}}}\n"
-    )
+def _macro_model(macro: str, macro_file: str, purpose: str, source: Source) -> str:
+    """A model file that is one macro call: the rule lives once, in the macro."""
+    return f"{HEADER}-- The macro `{macro}` (macros/{macro_file}) {purpose}.\n{{{{ {macro}('{source.name}') }}}}\n"
 
 
 def _marts_yml() -> str:
@@ -94,13 +85,6 @@ def _marts_yml() -> str:
 
 def intermediate_name(source: Source) -> str:
     return f"int_{source.name}"
-
-
-def _intermediate_model(source: Source) -> str:
-    return (
-        f"{HEADER}-- The macro `samegoal_current` (macros/samegoal.sql) applies the SameGoal integration rules.\n"
-        f"{{{{ samegoal_current('{source.name}') }}}}\n"
-    )
 
 
 def _sources_yml() -> str:
@@ -190,10 +174,16 @@ def render() -> dict[Path, str]:
         MACROS_FILE: _macros(),
     }
     for s in SOURCES:
-        files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _model(s)
+        files[STAGING_DIR / s.system / f"{model_name(s)}.sql"] = _macro_model(
+            "stage", "stage.sql", "renames and casts the columns listed in _sources.yml", s
+        )
         if s.program:
-            files[INTERMEDIATE_DIR / s.system / f"{intermediate_name(s)}.sql"] = _intermediate_model(s)
-            files[MARTS_DIR / f"{mart_name(s)}.sql"] = _mart_model(s)
+            files[INTERMEDIATE_DIR / s.system / f"{intermediate_name(s)}.sql"] = _macro_model(
+                "samegoal_current", "samegoal.sql", "applies the SameGoal integration rules", s
+            )
+            files[MARTS_DIR / f"{mart_name(s)}.sql"] = _macro_model(
+                "qmlativ_mart", "qmlativ.sql", "selects the screen's fields", s
+            )
     files[MARTS_DIR / "_qmlativ.yml"] = _marts_yml()
     return files
 

@@ -11,13 +11,11 @@ from functools import cache
 import dagster as dg
 import pandas as pd
 import pandera.pandas as pa
-import yaml
 
 from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
-from sg_orchestration.config import current_districts
-from sg_orchestration.paths import PROJECT_ROOT
-from sg_orchestration.publish.qmlativ import FIELDS, FORMS
+from sg_orchestration.config import QMLATIV_CODE_TABLES, QMLATIV_FIELDS, current_districts
+from sg_orchestration.publish.qmlativ import FORMS
 from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded, record_unmapped
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
@@ -25,9 +23,6 @@ KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
 _FINDINGS_DDL = (
     "target varchar, record_key_hash varchar, field varchar, value varchar, cause varchar, fix varchar, "
     "location varchar, load_id bigint"
-)
-CODE_TABLES: dict[str, str] = yaml.safe_load(
-    (PROJECT_ROOT / "sg_orchestration" / "config" / "qmlativ_codes.yaml").read_text()
 )
 DATE_ORDER = (("StartDate", "EndDate"), ("IAPBeginDate", "DismissalDate"))
 RECORD_DATES = {
@@ -53,7 +48,7 @@ def _codes(con, district_id: str) -> dict[str, frozenset[str]]:
 @cache
 def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> pa.DataFrameSchema:
     allowed = dict(codes)
-    fields = FIELDS[form.table]
+    fields = QMLATIV_FIELDS[form.table]
     record_date = RECORD_DATES[form.record_date]
     columns = {
         "StudentID": pa.Column(nullable=False, description="Qmlativ StudentID"),
@@ -61,7 +56,7 @@ def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> 
         record_date: pa.Column(nullable=False, description="the date the record is placed by"),
     }
     for field in fields.values():
-        table = CODE_TABLES.get(field)
+        table = QMLATIV_CODE_TABLES.get(field)
         if table:
             columns[field] = pa.Column(
                 nullable=True,
@@ -105,7 +100,7 @@ def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]
             else:
                 field = case.column
                 value = None if pd.isna(case.failure_case) else str(case.failure_case)
-            table = CODE_TABLES.get(field) if "TEDS" in str(case.check) else None
+            table = QMLATIV_CODE_TABLES.get(field) if "TEDS" in str(case.check) else None
             cause = f"`{field}` {value} {case.check}" if table else f"`{field}`: {case.check}"
             out.add((row["SourceDocumentID"], field, value, cause, _fix(table)))
         return sorted(out, key=lambda r: (r[0], r[1], r[3]))
