@@ -496,10 +496,10 @@ def _stage_publish(work: Path, students: int, seed: int) -> dict:
 def _changed_field(source) -> str:
     """A published field of the form that neither dates the document nor tells it apart from another (so
     changing it keeps the document integrated and current): the first text field, else the first flag."""
-    from sg_orchestration.publish.qmlativ import FIELDS
+    from sg_orchestration.config import QMLATIV_FIELDS
 
     keys = {source.record_date, "start_date", *source.supersession_key}
-    fields = [source.column(name) for name in FIELDS[source.table] if name not in keys]
+    fields = [source.column(name) for name in QMLATIV_FIELDS[source.table] if name not in keys]
     for ctype in ("text", "bool"):
         for column in fields:
             if column.type == ctype:
