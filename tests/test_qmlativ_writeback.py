@@ -221,3 +221,24 @@ def test_lost_answers_after_applied_writes_leave_no_duplicates_and_nothing_lost(
         _assert_store_equals_desired(wb)
     finally:
         wb.sandbox.__exit__(None, None, None)
+
+
+def test_nothing_is_sent_while_no_qmlativ_students_are_loaded(defs, sandbox, warehouse):
+    """Every document would be unmapped and the diff would withdraw all Qmlativ holds: send nothing."""
+    import dagster as dg
+    from dbt.cli.main import dbtRunner
+
+    from sg_orchestration.publish.assets import QMLATIV_KEY
+
+    with connect():
+        pass  # creates the raw and ops tables: the district's demographics never loaded
+    prepare()
+    args = ["run", "--select", "stg_qmlativ__students", "--project-dir", str(DBT_PROJECT_DIR)]
+    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
+    qmlativ = sandbox.urls["qmlativ"]
+    httpx.delete(f"{qmlativ}/_sandbox/qmlativ/stats")
+    asset = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and QMLATIV_KEY in a.keys)
+    result = dg.materialize([asset], partition_key="demo", raise_on_error=False)
+    materialization = result.asset_materializations_for_node(asset.node_def.name)[0]
+    assert "run the demographics integration" in materialization.metadata["reason"].value
+    assert httpx.get(f"{qmlativ}/_sandbox/qmlativ/stats").json()["writeback"] == {}

@@ -8,7 +8,8 @@ from sg_orchestration.config import current_districts
 from sg_orchestration.publish.engine import PublishResult
 from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
 from sg_orchestration.validate.qmlativ import KEY as VALIDATION
-from sg_orchestration.warehouse import WAREHOUSE_POOL
+from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded
+from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 QMLATIV_KEY = dg.AssetKey(["publish", "qmlativ_writeback"])
 EXPIRY_CHECK = "qmlativ_access_expiry"
@@ -76,6 +77,14 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
         if not passed:
             context.log.error(warning)
             return dg.MaterializeResult(metadata={"sent": 0, "reason": warning}, check_results=[check])
+        with connect() as con:
+            mapped = demographics_loaded(con, district.id)
+        if not mapped:
+            # With no Qmlativ students every document is unmapped, and the diff would withdraw everything
+            # Qmlativ holds: send nothing until the demographics integration has run.
+            reason = f"no Qmlativ students loaded: {MAPPING_HINT}"
+            context.log.error(reason)
+            return dg.MaterializeResult(metadata={"sent": 0, "reason": reason}, check_results=[check])
         dry_run = context.run.tags.get(DRY_RUN_TAG) == "true"
         results = publish_writeback(district, dry_run=dry_run)
         context.log.info(
