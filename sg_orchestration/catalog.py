@@ -360,8 +360,3 @@ SOURCES: tuple[Source, ...] = (
 
 SOURCES_BY_NAME: dict[str, Source] = {s.name: s for s in SOURCES}
 SAMEGOAL_SOURCES: tuple[Source, ...] = tuple(s for s in SOURCES if s.program)  # one per Qmlativ screen
-SYSTEMS = ("samegoal", "qmlativ", "powerschool", "oneroster", "campus")
-
-
-def sources_of(system: str) -> tuple[Source, ...]:
-    return tuple(s for s in SOURCES if s.system == system)

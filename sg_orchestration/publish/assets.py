@@ -6,8 +6,9 @@ import dagster as dg
 
 from sg_orchestration.config import current_districts
 from sg_orchestration.publish.engine import PublishResult
-from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
+from sg_orchestration.publish.qmlativ import access_expiry_status, publish_writeback
 from sg_orchestration.validate.qmlativ import KEY as VALIDATION
+from sg_orchestration.validate.qmlativ import MART_KEYS
 from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
@@ -46,7 +47,7 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
         group_name="publish",
         partitions_def=partitions_def,
         pool=WAREHOUSE_POOL,
-        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS] + [VALIDATION],
+        deps=[*MART_KEYS, VALIDATION],
         kinds={"qmlativ", "duckdb"},
         description="Sends the Qmlativ screens' changes (creates, updates, deletes) and records them in "
         "ops.publish_ledger. Run tag `sg/dry_run=true` plans without sending.",

@@ -20,6 +20,7 @@ from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.config import QMLATIV_FIELDS, District, secret
 from sg_orchestration.publish.engine import PublishResult, publish
 from sg_orchestration.publish.sender import Reply, Request
+from sg_orchestration.transform.staging import mart_name
 from sg_orchestration.warehouse import connect
 
 TARGET = "qmlativ"
@@ -104,7 +105,7 @@ def desired_sql(form: Source, district_id: str) -> str:
     return f"""
         with mart as (
             select md5(document_id) as key_hash, {payload} as payload
-            from marts.qmlativ__{form.table} where district_id = '{district_id}'
+            from marts.{mart_name(form)} where district_id = '{district_id}'
         )
         select key_hash, md5(payload) as content_hash, payload from mart where key_hash not in ({held})
         union all

@@ -16,10 +16,12 @@ from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
 from sg_orchestration.config import QMLATIV_CODE_TABLES, QMLATIV_FIELDS, current_districts
 from sg_orchestration.publish.qmlativ import FORMS
+from sg_orchestration.transform.staging import intermediate_name, mart_name
 from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded, record_unmapped
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
+MART_KEYS = [dg.AssetKey(["marts", mart_name(f)]) for f in FORMS]  # the dbt assets of the Qmlativ screens
 _FINDINGS_DDL = (
     "target varchar, record_key_hash varchar, field varchar, value varchar, cause varchar, fix varchar, "
     "location varchar, load_id bigint"
@@ -71,7 +73,7 @@ def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> 
         for first, last in DATE_ORDER
         if first in fields.values() and last in fields.values()
     ]
-    return pa.DataFrameSchema(columns, checks=checks, strict=False, name=f"qmlativ__{form.table}")
+    return pa.DataFrameSchema(columns, checks=checks, strict=False, name=mart_name(form))
 
 
 def _fix(table: str | None) -> str:
@@ -114,7 +116,7 @@ def record_mart_failures(con, district_id: str) -> Counter:
     counts: Counter = Counter()
     for form in FORMS:
         frame = con.execute(
-            f"select * from marts.qmlativ__{form.table} where district_id = ?", [district_id]
+            f"select * from marts.{mart_name(form)} where district_id = ?", [district_id]
         ).df()
         rows = failures(form, frame, codes)
         if rows:
@@ -133,8 +135,7 @@ def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> d
         group_name="validate",
         partitions_def=partitions_def,
         pool=WAREHOUSE_POOL,
-        deps=[dg.AssetKey(["marts", f"qmlativ__{f.table}"]) for f in FORMS]
-        + [dg.AssetKey(["intermediate", f"int_{f.name}"]) for f in FORMS],
+        deps=MART_KEYS + [dg.AssetKey(["intermediate", intermediate_name(f)]) for f in FORMS],
         kinds={"duckdb", "pandera"},
         description=__doc__,
         check_specs=[
