@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from datetime import date
 from pathlib import Path
@@ -35,7 +36,14 @@ def _sandbox(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from sg_orchestration.runner import run_district
 
-    return run_district(Path(args.districts_file), args.district, dry_run=args.dry_run)
+    return run_district(
+        Path(args.districts_file),
+        args.district,
+        dry_run=args.dry_run,
+        accept_shrink=args.accept_shrink,
+        confirm_deletes=args.confirm_deletes,
+        wait=not args.no_wait,
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -77,6 +85,19 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--districts-file", required=True)
     r.add_argument("--district", required=True)
     r.add_argument("--dry-run", action="store_true", help="plan without writing to any target")
+    r.add_argument(
+        "--accept-shrink",
+        metavar="SOURCES",
+        help="apply held snapshots anyway: `all` or raw source names, comma-separated (e.g. campus__enrollments)",
+    )
+    r.add_argument(
+        "--confirm-deletes",
+        metavar="RESOURCES",
+        help="send a guarded mass delete: `all` or target/resource names, comma-separated (e.g. qmlativ/disability)",
+    )
+    r.add_argument(
+        "--no-wait", action="store_true", help="refuse at once when another run holds the warehouse"
+    )
     r.set_defaults(func=_run)
 
     for name, func, text in (
@@ -109,12 +130,36 @@ def main(argv: list[str] | None = None) -> int:
         print("sg-orch sandbox up: --inputs and --districts-out are required", file=sys.stderr)
         return 2
     from sg_orchestration.config import ConfigError
+    from sg_orchestration.warehouse import WarehouseBusy
 
     try:
         return args.func(args)
     except ConfigError as exc:
         print(f"configuration error: {exc}", file=sys.stderr)
         return 2
+    except WarehouseBusy as exc:
+        print(f"sg-orch: not started: {exc}", file=sys.stderr)
+        return 3
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # one line for the operator; the traceback goes to a log file
+        log = _write_traceback(exc)
+        cause = " ".join(str(exc).split())[:300]
+        print(f"sg-orch {args.command}: {type(exc).__name__}: {cause} (details: {log})", file=sys.stderr)
+        return 1
+
+
+def _write_traceback(exc: BaseException) -> Path:
+    import traceback
+    from datetime import datetime
+
+    from sg_orchestration.paths import state_dir
+
+    folder = state_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"sg-orch-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+    path.write_text("".join(traceback.format_exception(exc)))
+    return path
 
 
 if __name__ == "__main__":

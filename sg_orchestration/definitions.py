@@ -12,7 +12,7 @@ from sg_orchestration.validate.qmlativ import build_qmlativ_validation_asset
 defs = dg.Definitions(
     assets=[
         *INGEST_ASSETS,
-        build_dbt_assets(),
+        *build_dbt_assets(),
         build_qmlativ_validation_asset(DISTRICTS),
         build_qmlativ_publish_asset(DISTRICTS),
     ],

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -11,20 +12,58 @@ from pathlib import Path
 from sg_orchestration.config import load_districts
 from sg_orchestration.paths import PROJECT_ROOT, state_dir
 
+PID_TAG = "sg/pid"
+HOST_TAG = "sg/host"
+ACCEPT_SHRINK_TAG = "sg/accept_shrink"
+CONFIRM_DELETES_TAG = "sg/confirm_deletes"
 
-def _instance():
+
+def project_instance():
+    """The project's persistent Dagster instance (the one `make dev` shows, so CLI runs are in the UI's
+    history and share its pool: one warehouse writer at a time)."""
     import dagster as dg
 
-    home = os.environ.get("DAGSTER_HOME")
-    return (
-        dg.DagsterInstance.get()
-        if home and Path(home, "dagster.yaml").exists()
-        else dg.DagsterInstance.ephemeral()
-    )
+    return dg.DagsterInstance.from_config(str(dagster_home()))
 
 
-def run_district(districts_file: Path, district_id: str, dry_run: bool = False) -> int:
-    """Materialize the nightly job for one district in process and print the summary; 0 when all went well."""
+def reap_dead_runs(instance) -> int:
+    """A killed `sg-orch run` leaves its run STARTED with its pool slot claimed, and the next run would wait
+    for that slot forever: mark the runs of this host's dead CLI processes failed and free their slots."""
+    import dagster as dg
+
+    host = socket.gethostname()
+    live = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.STARTING, dg.DagsterRunStatus.NOT_STARTED]
+    reaped = 0
+    for run in instance.get_runs(dg.RunsFilter(statuses=live, tags={HOST_TAG: host})):
+        pid = int(run.tags.get(PID_TAG) or 0)
+        if pid and pid != os.getpid() and not _alive(pid):
+            instance.report_run_failed(run, message=f"the sg-orch process (pid {pid}) running it ended")
+            instance.event_log_storage.free_concurrency_slots_for_run(run.run_id)
+            reaped += 1
+    return reaped
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def run_district(
+    districts_file: Path,
+    district_id: str,
+    dry_run: bool = False,
+    accept_shrink: str | None = None,
+    confirm_deletes: str | None = None,
+    wait: bool = True,
+) -> int:
+    """Materialize the nightly job for one district in process and print the summary; 0 only when the
+    result is OK. One run at a time per warehouse: a second waits for the first (or, `wait=False`, is
+    refused naming it)."""
     districts = load_districts(districts_file)  # refuse a bad file before any work
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
@@ -32,19 +71,34 @@ def run_district(districts_file: Path, district_id: str, dry_run: bool = False) 
     from sg_orchestration.definitions import defs
     from sg_orchestration.publish.assets import DRY_RUN_TAG
     from sg_orchestration.summary import collect, render
+    from sg_orchestration.warehouse import run_lock
 
     job = defs.resolve_job_def("nightly")
-    tags = {DRY_RUN_TAG: "true"} if dry_run else {}
-    result = job.execute_in_process(
-        partition_key=district.id,
-        instance=_instance(),
-        raise_on_error=False,
-        tags=tags,
-        run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-    )
-    summary = collect(result, district.id)
+    tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
+    if dry_run:
+        tags[DRY_RUN_TAG] = "true"
+    if accept_shrink:
+        tags[ACCEPT_SHRINK_TAG] = accept_shrink
+    if confirm_deletes:
+        tags[CONFIRM_DELETES_TAG] = confirm_deletes
+    with run_lock(f"sg-orch run --district {district.id}", wait=wait, on_wait=_say):
+        instance = project_instance()
+        if reaped := reap_dead_runs(instance):
+            _say(f"marked {reaped} run(s) of killed sg-orch processes as failed and freed their pool slots")
+        result = job.execute_in_process(
+            partition_key=district.id,
+            instance=instance,
+            raise_on_error=False,
+            tags=tags,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+        )
+        summary = collect(result, district.id, defs)
     print(render(summary, district, dry_run=dry_run))
     return 0 if summary.ok else 1
+
+
+def _say(message: str) -> None:
+    print(f"sg-orch: {message}", file=sys.stderr, flush=True)
 
 
 def _prepare_state(students: int, seed: int) -> Path:
@@ -72,10 +126,13 @@ def demo(students: int, seed: int) -> int:
 
 
 def dagster_home() -> Path:
-    """A project-local DAGSTER_HOME holding the repo's dagster.yaml (SQLite storage, run queue, pools)."""
-    home = Path(os.environ.get("DAGSTER_HOME") or state_dir() / "dagster_home")
+    """DAGSTER_HOME when set (its own dagster.yaml is kept; the repo's is copied only where there is none),
+    else a project-local one holding the repo's dagster.yaml (SQLite storage, run queue, pools)."""
+    given = os.environ.get("DAGSTER_HOME")
+    home = Path(given or state_dir() / "dagster_home")
     home.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
+    if not given or not (home / "dagster.yaml").exists():
+        shutil.copyfile(PROJECT_ROOT / "dagster.yaml", home / "dagster.yaml")
     return home
 
 

@@ -1,4 +1,10 @@
-"""The run summary printed by `sg-orch run` and the demo: counts only, never student data."""
+"""The run summary printed by `sg-orch run` and the demo: counts only, never student data.
+
+`result: OK` only when every step ran, every check passed, every input was applied and every record is in
+its target; `INCOMPLETE` when records failed to publish or are still pending, or an input was held back;
+`FAILED` when a step or a check failed. Each target says `published`, `not configured` or
+`did not run: <asset> failed: <cause>`.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,10 @@ import dagster as dg
 
 from sg_orchestration.config import District
 from sg_orchestration.warehouse import connect
+
+PUBLISH_PREFIX = "publish/"
+INCOMPLETE_COUNTS = ("failed", "pending", "refused")
+CAUSE_CHARS = 240
 
 
 @dataclass
@@ -23,24 +33,88 @@ class AssetLine:
 class Summary:
     success: bool
     assets: dict[str, AssetLine]
-    failed_steps: list[str]
+    failures: dict[str, str]  # asset that failed -> one-line cause
+    targets: dict[str, str]  # publish asset -> published | not configured | did not run: ...
     open_errors: list[tuple[str, str, int]]
+    skipped: list[str] = field(default_factory=list)  # steps not run because an input of theirs failed
 
     @property
     def checks_failed(self) -> int:
         return sum(a.checks_failed for a in self.assets.values())
 
     @property
+    def held_inputs(self) -> list[str]:
+        return sorted(a.asset for a in self.assets.values() if a.metadata.get("status") == "held")
+
+    @property
+    def unpublished(self) -> dict[str, int]:
+        """Per publish asset: records that failed, are pending or were refused (a guarded mass delete)."""
+        out = {}
+        for a in self.assets.values():
+            if a.asset.startswith(PUBLISH_PREFIX) and not a.metadata.get("dry_run"):
+                n = _incomplete(a.metadata)
+                if n:
+                    out[a.asset] = n
+        return out
+
+    @property
+    def result(self) -> str:
+        if not self.success or self.failures or self.checks_failed:
+            return "FAILED"
+        if self.unpublished or self.held_inputs:
+            return "INCOMPLETE"
+        return "OK"
+
+    @property
     def ok(self) -> bool:
-        return self.success and not self.failed_steps and self.checks_failed == 0
+        return self.result == "OK"
+
+
+def _incomplete(metadata: dict) -> int:
+    if isinstance(metadata.get("incomplete"), int):
+        return metadata["incomplete"]
+    return sum(
+        int(v)
+        for k, v in metadata.items()
+        if "/" in k and k.rsplit("/", 1)[1] in INCOMPLETE_COUNTS and isinstance(v, int | float)
+    )
 
 
 def _value(entry) -> object:
     return getattr(entry, "value", entry)
 
 
-def collect(result: dg.ExecuteInProcessResult, district_id: str) -> Summary:
+def _failure_cause(event) -> str:
+    """One line: a `dagster.Failure`'s description, else the error's first line."""
+    data = event.event_specific_data
+    described = getattr(getattr(data, "user_failure_data", None), "description", None)
+    error = data.error if data else None
+    while error is not None and error.cause is not None:  # the step error wraps the code's own
+        error = error.cause
+    message = described or (error.message if error else "") or "unknown error"
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    line = lines[0] if lines else "unknown error"
+    if not described:  # `package.module.SomeError: text` -> `SomeError: text`
+        name, sep, text = line.partition(": ")
+        line = f"{name.rsplit('.', 1)[-1]}{sep}{text}" if sep and " " not in name else line
+    return line[:CAUSE_CHARS]
+
+
+def _upstream(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
+    seen: set[dg.AssetKey] = set()
+    todo = [key]
+    while todo:
+        for parent in graph.get(todo.pop()).parent_keys:
+            if parent not in seen and graph.has(parent):
+                seen.add(parent)
+                todo.append(parent)
+    return seen
+
+
+def collect(result: dg.ExecuteInProcessResult, district_id: str, defs: dg.Definitions) -> Summary:
     assets: dict[str, AssetLine] = {}
+    step_failures: dict[str, str] = {}
+    skipped: list[str] = []
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
@@ -57,14 +131,48 @@ def collect(result: dg.ExecuteInProcessResult, district_id: str) -> Summary:
                 line.checks_warned += 1
             else:
                 line.checks_failed += 1
-    failed = [e.step_key for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            step_failures[event.step_key] = _failure_cause(event)
+        elif event.event_type == dg.DagsterEventType.STEP_SKIPPED:
+            skipped.append(event.step_key)
+
+    graph = defs.resolve_asset_graph()
+    keys_of_step = {
+        a.op.name: a.keys for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable
+    }
+    failed_keys = {key: cause for step, cause in step_failures.items() for key in keys_of_step.get(step, ())}
+    # A step of one asset is named by its asset; a multi-asset step (dbt) once, by its step.
+    failures = {
+        (next(iter(keys_of_step[step])).to_user_string() if len(keys_of_step.get(step, ())) == 1 else step): c
+        for step, c in step_failures.items()
+    }
+
+    targets = {}
+    for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):
+        name = key.to_user_string()
+        if not name.startswith(PUBLISH_PREFIX):
+            continue
+        line = assets.get(name)
+        if key in failed_keys:
+            targets[name] = f"failed: {failed_keys[key]}"
+        elif line is not None:
+            targets[name] = "not configured" if line.metadata.get("configured") is False else "published"
+        else:
+            roots = sorted(
+                (k.to_user_string(), c) for k, c in failed_keys.items() if k in _upstream(graph, key)
+            )
+            targets[name] = (
+                "did not run: " + "; ".join(f"{k} failed: {c}" for k, c in roots[:3])
+                if roots
+                else "did not run"
+            )
     with connect() as con:
         open_errors = con.execute(
             "select stage, target, count(*) from ops.error_log where district_id = ? and resolved_at is null "
             "group by all order by stage, target",
             [district_id],
         ).fetchall()
-    return Summary(result.success, assets, failed, open_errors)
+    return Summary(result.success, assets, failures, targets, open_errors, sorted(skipped))
 
 
 def render(summary: Summary, district: District, dry_run: bool = False) -> str:
@@ -83,8 +191,10 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
                 f"{m.get('rows_with_errors', 0):>7,} {check:>6}"
             )
     validations = [a for a in summary.assets.values() if a.asset.startswith("validate/")]
-    publishes = [a for a in summary.assets.values() if a.asset.startswith("publish/")]
-    models = [a for a in summary.assets.values() if not a.asset.startswith(("raw/", "validate/", "publish/"))]
+    publishes = [a for a in summary.assets.values() if a.asset.startswith(PUBLISH_PREFIX)]
+    models = [
+        a for a in summary.assets.values() if not a.asset.startswith(("raw/", "validate/", PUBLISH_PREFIX))
+    ]
     if models:
         tests = sum(a.checks_passed + a.checks_warned + a.checks_failed for a in models)
         warned = sum(a.checks_warned for a in models)
@@ -99,20 +209,38 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
     for a in sorted(publishes, key=lambda a: a.asset):
         out.append(_publish_table(a, dry_run))
+    if summary.targets:
+        out.append("\ntargets:")
+        out += [f"  {name:34} {status}" for name, status in summary.targets.items()]
     if summary.open_errors:
         out.append("\nopen errors in ops.error_log (fix at the source; they resolve on the next run):")
         out += [f"  {stage:8} {target:44} {n:>7,}" for stage, target, n in summary.open_errors]
-    if summary.failed_steps:
-        out.append("\nFAILED steps: " + ", ".join(summary.failed_steps))
-    out.append("\nresult: " + ("OK" if summary.ok else "FAILED"))
+    if summary.held_inputs:
+        out.append(
+            "\nHELD inputs (the last good load stays current; see ops.error_log, accept with "
+            "`--accept-shrink SOURCE`): " + ", ".join(summary.held_inputs)
+        )
+    if summary.unpublished:
+        out.append(
+            "\nNOT PUBLISHED: "
+            + ", ".join(
+                f"{name} {n:,} record(s) failed or pending" for name, n in summary.unpublished.items()
+            )
+        )
+    if summary.failures:
+        out.append("\nFAILED:")
+        out += [f"  {name}: {cause}" for name, cause in summary.failures.items()]
+    if summary.skipped:
+        out.append("not run (an input of theirs failed): " + ", ".join(summary.skipped))
+    out.append("\nresult: " + summary.result)
     return "\n".join(out)
 
 
-PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "failed")
+PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "pending", "failed")
 
 
 def _publish_table(line: AssetLine, dry_run: bool) -> str:
-    """Per-resource counts from the publish metadata (`<resource>/<count>`)."""
+    """Per-resource counts from the publish metadata (`<resource>/<count>`), and the causes of failures."""
     m = line.metadata
     if not m.get("configured", True):
         return f"\n{line.asset}: not configured for this district"
@@ -128,4 +256,7 @@ def _publish_table(line: AssetLine, dry_run: bool) -> str:
         rows.append(f"  {r:34}" + "".join(f"{int(v):>10,}" for v in values))
     check = "FAILED" if line.checks_failed else "warning" if line.checks_warned else "ok"
     rows.append(f"  checks: {check}")
+    causes = m.get("top_error_causes")
+    if not dry_run and _incomplete(m) and isinstance(causes, str) and causes != "No errors.":
+        rows.append("  causes:\n" + "\n".join(f"    {c}" for c in causes.splitlines()))
     return "\n".join(rows)

@@ -6,9 +6,13 @@ DuckDB allows one writing process per file, so every asset that writes here runs
 
 from __future__ import annotations
 
+import fcntl
+import json
 import os
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 
 import duckdb
 
@@ -99,11 +103,26 @@ def raw_table_ddl(source: Source) -> str:
 _initialised: set[str] = set()  # warehouse files whose tables this process has created
 
 
+def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
+    """DuckDB refuses a second writing process; one started outside the Dagster pool (another instance, a
+    tool) waits for the file instead of failing half-way, up to SG_WAREHOUSE_WAIT_S seconds."""
+    deadline = time.monotonic() + float(os.environ.get("SG_WAREHOUSE_WAIT_S", "600"))
+    pause = 0.2
+    while True:
+        try:
+            return duckdb.connect(path, read_only=read_only)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or time.monotonic() > deadline:
+                raise
+            time.sleep(pause)
+            pause = min(pause * 2, 2.0)
+
+
 @contextmanager
 def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     path = warehouse_path()
     path.parent.mkdir(parents=True, exist_ok=True)
-    con = duckdb.connect(str(path), read_only=read_only)
+    con = _open(str(path), read_only)
     # Set, not passed as connect config: dbt may hold the same file open in this process, and DuckDB
     # refuses a second connection whose config differs. A bounded limit lets large loads spill to disk.
     con.execute(f"set memory_limit = '{os.environ.get('SG_DUCKDB_MEMORY_LIMIT', '1GB')}'")
@@ -115,3 +134,49 @@ def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
         yield con
     finally:
         con.close()
+
+
+class WarehouseBusy(RuntimeError):
+    """Another run holds the warehouse; the message names it."""
+
+
+@contextmanager
+def run_lock(owner: str, wait: bool = True, on_wait: Callable[[str], None] | None = None) -> Iterator[None]:
+    """One run at a time per warehouse file (`<warehouse>.run.lock`, released by the OS if the holder dies).
+
+    A second run waits for the first (telling `on_wait` who holds it) or, with `wait=False`, is refused at
+    once with `WarehouseBusy` naming the running one: it never starts and then fails half-way.
+    """
+    path = warehouse_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lock_path = path.with_name(path.name + ".run.lock")
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = _describe_holder(handle.read())
+            message = f"the warehouse {path} is in use by {holder}"
+            if not wait:
+                raise WarehouseBusy(message) from None
+            if on_wait:
+                on_wait(f"{message}; waiting for it to finish")
+            fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps({"owner": owner, "pid": os.getpid(), "since": datetime.now(UTC).isoformat()}))
+        handle.flush()
+        try:
+            yield
+        finally:
+            handle.seek(0)
+            handle.truncate()
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _describe_holder(text: str) -> str:
+    try:
+        info = json.loads(text)
+        return f"{info['owner']} (pid {info['pid']}, since {info['since'][:19]}Z)"
+    except (ValueError, KeyError, TypeError):
+        return "another run"

@@ -9,6 +9,7 @@ import dagster as dg
 
 from sg_orchestration.catalog import SOURCES
 from sg_orchestration.paths import PROJECT_ROOT
+from sg_orchestration.transform.dbt import TARGET_MODELS
 from sg_orchestration.transform.staging import model_name
 from sg_orchestration.warehouse import WAREHOUSE_POOL
 
@@ -35,7 +36,8 @@ def test_every_asset_is_partitioned_by_district_and_every_warehouse_writer_is_in
         assert node.partitions_def is not None, key
         assert set(node.partitions_def.get_partition_keys()) == {d.id for d in districts.districts}
     writers = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    assert len(writers) == len(SOURCES) + 3  # every ingest asset, dbt, the student mapping, the writeback
+    # every ingest asset, one dbt step per target, the Qmlativ validation and the writeback
+    assert len(writers) >= len(SOURCES) + len(TARGET_MODELS) + 2
     for assets_def in writers:
         assert assets_def.op.pool == WAREHOUSE_POOL, assets_def.op.name
 
@@ -72,3 +74,33 @@ def test_dagster_definitions_validate_passes_with_the_project_instance(
         timeout=300,
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+
+
+def test_each_target_builds_its_dbt_models_in_its_own_step_reading_only_its_own_sources(defs):
+    """Issue: one dbt step for every model meant a broken PowerSchool file skipped the Qmlativ marts."""
+    graph = defs.resolve_asset_graph()
+    steps = {
+        a.op.name: a
+        for a in defs.assets
+        if isinstance(a, dg.AssetsDefinition) and a.op.name.startswith("dbt_")
+    }
+    assert set(steps) == {f"dbt_{t}" for t in TARGET_MODELS}
+    systems = {
+        "dbt_qmlativ": {"samegoal", "qmlativ"},
+        "dbt_edfi": {"campus"},
+        "dbt_oneroster": {"powerschool", "oneroster"},
+    }
+    for step, assets_def in steps.items():
+        raw_inputs = {
+            parent.path[1].split("__")[0]
+            for key in assets_def.keys
+            for parent in graph.get(key).parent_keys
+            if parent.path[0] == "raw"
+        }
+        assert raw_inputs == systems[step], step
+    publish_inputs = {
+        k
+        for k in graph.get(dg.AssetKey(["publish", "qmlativ_writeback"])).parent_keys
+        if k.path[0] == "staging"
+    }
+    assert not publish_inputs

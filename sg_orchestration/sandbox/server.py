@@ -125,7 +125,12 @@ class Sandbox:
             "name": d["name"],
             "state": d["state"],
             "timezone": d["timezone"],
-            "inputs": {f"{system}_dir": str(self.inputs / system) for system in FILE_DROP_SYSTEMS},
+            # Only the file drops the inputs have: a folder named here that is not there fails its ingest.
+            "inputs": {
+                f"{system}_dir": str(self.inputs / system)
+                for system in FILE_DROP_SYSTEMS
+                if (self.inputs / system).is_dir()
+            },
             "samegoal": {
                 "base_url": self.urls["samegoal"],
                 "client_id_env": SAMEGOAL_CLIENT_ID,

@@ -1,7 +1,13 @@
-"""The dbt project as Dagster assets: one run of `dbt build` per district partition, in the warehouse pool."""
+"""The dbt project as Dagster assets: one `dbt build` step per target and district, in the warehouse pool.
+
+Each target's models build in their own step, so a source that fails to ingest stops only the models and
+the target that read it: a broken PowerSchool file never keeps the Qmlativ writeback from going out.
+"""
 
 import json
 import os
+import shutil
+import sys
 from collections.abc import Mapping
 from functools import cache
 from typing import Any
@@ -69,29 +75,60 @@ class Translator(DagsterDbtTranslator):
         return f"dbt_{fqn[1]}" if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2 else None
 
 
-@cache
-def build_dbt_assets() -> dg.AssetsDefinition:
-    # Imported here so that `prepare()` can run before the districts file exists (the partitions read it).
+# The dbt selection of each target's models (dbt fqn selectors: models/<layer>/<system>/, and seeds).
+TARGET_MODELS: dict[str, str] = {
+    "qmlativ": "staging.samegoal staging.qmlativ intermediate.samegoal marts.qmlativ teds_codes",
+    "edfi": "staging.campus",
+    "oneroster": "staging.powerschool staging.oneroster",
+}
+
+
+def target_path(step: str, district_id: str):
+    """One dbt target folder per step and district, reused run after run: artifacts stay bounded (a fresh
+    folder per invocation grew by ~10 MB a run) and two steps never share one (the pool runs one at a time)."""
+    return DBT_PROJECT_DIR / "target" / "runs" / step / district_id
+
+
+def _build_target_assets(target: str) -> dg.AssetsDefinition:
     from sg_orchestration.partitions import DISTRICTS
 
-    warehouse_env()
+    name = f"dbt_{target}"
 
     @dbt_assets(
         manifest=dbt_project().manifest_path,
         project=dbt_project(),
+        select=TARGET_MODELS[target],
         dagster_dbt_translator=Translator(),
         partitions_def=DISTRICTS,
         pool=WAREHOUSE_POOL,
-        name="dbt_models",
+        name=name,
     )
-    def dbt_models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
-        with connect() as con:
-            record_cutover_dates(con, current_districts().get(context.partition_key))
-        yield from dbt.cli(build_args(context.partition_key), context=context).stream()
+    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+        district = current_districts().get(context.partition_key)
+        if target == "qmlativ":
+            with connect() as con:
+                record_cutover_dates(con, district)
+        path = target_path(name, district.id)
+        shutil.rmtree(path, ignore_errors=True)
+        yield from dbt.cli(build_args(district.id), context=context, target_path=path).stream()
 
-    return dbt_models
+    return _models
+
+
+@cache
+def build_dbt_assets() -> tuple[dg.AssetsDefinition, ...]:
+    # Imported late so that `prepare()` can run before the districts file exists (the partitions read it).
+    warehouse_env()
+    return tuple(_build_target_assets(t) for t in TARGET_MODELS)
+
+
+def dbt_executable() -> str:
+    """dbt from the environment this process runs in: cron and systemd call `.venv/bin/sg-orch` without the
+    virtual environment on PATH."""
+    beside = os.path.join(os.path.dirname(sys.executable), "dbt")
+    return beside if os.access(beside, os.X_OK) else shutil.which("dbt") or "dbt"
 
 
 def dbt_resource() -> DbtCliResource:
     warehouse_env()
-    return DbtCliResource(project_dir=dbt_project())
+    return DbtCliResource(project_dir=dbt_project(), dbt_executable=dbt_executable())
