@@ -16,7 +16,6 @@ from sg_orchestration.config import District
 from sg_orchestration.warehouse import connect
 
 PUBLISH_PREFIX = "publish/"
-INCOMPLETE_COUNTS = ("failed", "pending", "refused")
 CAUSE_CHARS = 240
 
 
@@ -71,13 +70,8 @@ class Summary:
 
 
 def _incomplete(metadata: dict) -> int:
-    if isinstance(metadata.get("incomplete"), int):
-        return metadata["incomplete"]
-    return sum(
-        int(v)
-        for k, v in metadata.items()
-        if "/" in k and k.rsplit("/", 1)[1] in INCOMPLETE_COUNTS and isinstance(v, int | float)
-    )
+    """The engine's own count of records a publish left not as desired (`PublishResult.incomplete`)."""
+    return int(metadata.get("incomplete") or 0)
 
 
 def _value(entry) -> object:

@@ -16,9 +16,11 @@ import pytest
 from aiohttp import web
 
 from sg_orchestration.publish import Reply, Request, RetryPolicy, publish
+from sg_orchestration.publish.engine import DeleteGuard, deletes_confirmed, resync
 from sg_orchestration.warehouse import connect
 
 FAST = RetryPolicy(max_attempts=8, backoff_s=0.01, max_backoff_s=0.05, timeout_s=10)
+GUARD = DeleteGuard()  # the default: more than 20% and at least 10 deletes is refused
 
 
 # --- the target --------------------------------------------------------------------------------------------
@@ -83,11 +85,18 @@ class Target:
 
         async def lookup(request):
             doc = request.query["doc"]
-            return web.json_response({"ids": [i for i, o in self.objects.items() if o["doc"] == doc]})
+            return web.json_response({"ids": [i for i, o in self.objects.items() if o.get("doc") == doc]})
+
+        async def page(request):  # the listing a resync reads: offset / limit
+            offset, limit = int(request.query["offset"]), int(request.query["limit"])
+            items = [{"id": i, **o} for i, o in self.objects.items()]
+            more = offset + limit < len(items)
+            return web.json_response({"items": items[offset : offset + limit], "more": more})
 
         app = web.Application(middlewares=[gate])
         app.router.add_put("/things", create)
         app.router.add_get("/things", lookup)
+        app.router.add_get("/things/page", page)
         app.router.add_post("/things/{id}", update)
         app.router.add_delete("/things/{id}", delete)
         return app
@@ -137,12 +146,30 @@ class ThingsAdapter:
         body = json.loads(reply.body) if reply.body else {}
         return body.get("id"), reply.headers.get("ETag")
 
-    def lookup(self, payload):
-        return Request("GET", "/things", params={"doc": payload["doc"]})
+    def lookup(self, natural_key):
+        return Request("GET", "/things", params={"doc": natural_key})
 
     def found(self, reply: Reply):
         ids = json.loads(reply.body)["ids"]
         return ids[0] if ids else None
+
+    # the listing a resync needs: pages of 7 (small, to page several times)
+    def listing(self, cursor):
+        return Request("GET", "/things/page", params={"offset": str(cursor or 0), "limit": "7"})
+
+    def listed(self, cursor, reply: Reply):
+        body = json.loads(reply.body)
+        return body["items"], ((cursor or 0) + 7 if body["more"] else None)
+
+    def object_id(self, obj):
+        return obj["id"]
+
+    def natural_key(self, obj):
+        return obj.get("doc")
+
+    def fingerprint(self, record):
+        fields = {k: v for k, v in record.items() if k != "id"}
+        return hashlib.md5(json.dumps(fields, sort_keys=True).encode()).hexdigest()
 
 
 class Tokens:
@@ -166,18 +193,21 @@ def things(n: int, **changes) -> dict[str, dict]:
     return records
 
 
-def desired(records: dict[str, dict]) -> list[tuple[str, str, str]]:
+def desired(records: dict[str, dict]) -> list[tuple[str, str, str, str]]:
+    """(key_hash, content_hash, payload, lookup_key): the natural key is the `doc`."""
     rows = []
     for doc, payload in records.items():
         text = json.dumps(payload, sort_keys=True)
-        rows.append((hashlib.md5(doc.encode()).hexdigest(), hashlib.md5(text.encode()).hexdigest(), text))
+        key_hash, content_hash = hashlib.md5(doc.encode()).hexdigest(), hashlib.md5(text.encode()).hexdigest()
+        rows.append((key_hash, content_hash, text, doc))
     return rows
 
 
-def run(base_url, records, *, tokens=None, dry_run=False, concurrency=8, batch_size=200):
+def run(base_url, records, *, tokens=None, dry_run=False, concurrency=8, batch_size=200, guard=GUARD):
     return publish(
         connect, "d1", "things-api", "things", desired(records), ThingsAdapter(), base_url,
         tokens or Tokens(), concurrency=concurrency, dry_run=dry_run, retry=FAST, batch_size=batch_size,
+        guard=guard,
     )  # fmt: skip
 
 
@@ -202,15 +232,17 @@ def test_publish_twice_without_change_sends_zero_requests_the_second_time(target
 def test_desired_state_as_sql_one_changed_field_is_exactly_one_update(target, warehouse):
     state, url = target
     with connect() as con:
-        con.execute("create table wanted (key_hash varchar, content_hash varchar, payload json)")
-        con.executemany("insert into wanted values (?, ?, ?)", desired(things(20)))
-    sql = "select key_hash, content_hash, payload from wanted"
+        con.execute(
+            "create table wanted (key_hash varchar, content_hash varchar, payload json, lookup_key varchar)"
+        )
+        con.executemany("insert into wanted values (?, ?, ?, ?)", desired(things(20)))
+    sql = "select key_hash, content_hash, payload, lookup_key from wanted"
     call = dict(adapter=ThingsAdapter(), base_url=url, token_provider=Tokens(), retry=FAST)
     publish(connect, "d1", "things-api", "things", sql, **call)
     with connect() as con:
         changed = desired(things(20, doc_0007={"value": 700}))[7]
         con.execute(
-            "update wanted set content_hash = ?, payload = ? where key_hash = ?", [*changed[1:], changed[0]]
+            "update wanted set content_hash = ?, payload = ? where key_hash = ?", [*changed[1:3], changed[0]]
         )
     before = state.requests.copy()
     result = publish(connect, "d1", "things-api", "things", sql, **call)
@@ -327,3 +359,179 @@ def test_dry_run_sends_nothing_and_reports_the_plan(target, warehouse):
     }
     assert result.metadata()["things/planned_create"] == 2
     assert run(url, wanted).counts["sent"] == 4
+
+
+# --- issue 6: withdrawn pending creates, the mass-delete guard, resync ------------------------------------
+def _ledger(key_hashes=None) -> dict[str, tuple]:
+    """key_hash -> (last_status, target_id, lookup_key) of the test resource."""
+    with connect() as con:
+        rows = con.execute(
+            "select key_hash, last_status, target_id, lookup_key from ops.publish_ledger "
+            "where district_id = 'd1' and resource = 'things'"
+        ).fetchall()
+    return {k: tuple(rest) for k, *rest in rows if key_hashes is None or k in key_hashes}
+
+
+def _md5(text: str) -> str:
+    return hashlib.md5(text.encode()).hexdigest()
+
+
+def test_pending_creates_of_a_killed_run_withdrawn_before_the_next_run_are_deleted_or_forgotten(
+    target, warehouse
+):
+    state, url = target
+    state.hang_after_creates = 30  # creates after the 30th are applied but never answered
+    child = multiprocessing.get_context("spawn").Process(target=_publish_in_child, args=(url, 120))
+    child.start()
+    try:
+        assert state.hanging.wait(60), "the child never reached the hang"
+    finally:
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+    state.hang_after_creates = None
+    docs = {_md5(doc): doc for doc in things(120)}
+    pending = [docs[k] for k, (status, *_) in _ledger().items() if status == "pending"]
+    assert pending, "the kill left no pending create"
+    applied = set(pending) & set(state.docs())
+    assert applied, "no pending create had been applied"
+    assert all(lookup_key == docs[k] for k, (_, _, lookup_key) in _ledger().items() if docs[k] in pending)
+
+    remaining = {doc: r for doc, r in things(120).items() if doc not in pending}  # withdrawn meanwhile
+    result = run(url, remaining)
+    assert result.counts["deleted"] == len(applied)
+    assert not set(pending) & set(state.docs()), "a withdrawn pending create stayed in the target"
+    ledger_rows = _ledger({_md5(d) for d in pending})
+    assert {ledger_rows[_md5(d)] for d in applied} == {("deleted", None, None)}
+    assert not {_md5(d) for d in set(pending) - applied} & set(ledger_rows)  # never applied: forgotten
+    assert result.incomplete == 0
+    assert_store_matches(state, remaining)
+
+
+def test_a_ledger_from_before_lookup_keys_is_migrated_and_its_pending_creates_resolved(target, warehouse):
+    state, url = target
+    run(url, things(5))
+    with connect() as con:  # the ledger as the previous version left it: no lookup_key, one create pending
+        con.execute("alter table ops.publish_ledger drop column lookup_key")
+        con.execute(
+            "update ops.publish_ledger set last_status = 'pending', target_id = null where key_hash = ?",
+            [_md5("doc-0002")],
+        )
+    result = run(url, things(5))
+    assert result.counts["resolved"] == 1 and result.counts["sent"] == 0
+    assert _ledger({_md5("doc-0002")})[_md5("doc-0002")][:2] == (
+        "sent",
+        [k for k, o in state.objects.items() if o["doc"] == "doc-0002"][0],
+    )
+    assert_store_matches(state, things(5))
+
+
+def test_a_plan_deleting_more_than_the_allowed_share_is_refused_and_sends_nothing(target, warehouse):
+    state, url = target
+    run(url, things(50))
+    wanted = {d: r for d, r in things(51).items() if int(d[-4:]) >= 15}  # 15 of 50 withdrawn, one new
+    before = state.seen
+    dry = run(url, wanted, dry_run=True)
+    assert dry.planned["delete"] == 15 and dry.counts["refused"] == 15  # the dry run shows the plan
+    result = run(url, wanted)
+    assert state.seen == before, "a refused plan sent something"
+    assert result.refusal == "things-api/things: plan deletes 15 of 50 records (30%) > 20%"
+    assert result.counts["refused"] == 15 and result.incomplete == 15
+    metadata = result.metadata()
+    assert (metadata["things/refused"], metadata["things/incomplete"]) == (15, 15)
+    assert metadata["things/planned_delete"] == 15
+    assert_store_matches(state, things(50))
+
+    confirmed = run(url, wanted, guard=DeleteGuard(confirmed=True))
+    assert (confirmed.counts["deleted"], confirmed.counts["created"], confirmed.refusal) == (15, 1, None)
+    assert_store_matches(state, wanted)
+
+
+def test_fewer_deletes_than_the_guarded_minimum_or_share_are_sent(target, warehouse):
+    state, url = target
+    run(url, things(20))
+    small = {d: r for d, r in things(20).items() if int(d[-4:]) >= 9}  # 9 of 20: 45%, but fewer than 10
+    assert run(url, small).counts["deleted"] == 9
+    run(url, things(100))
+    share = {d: r for d, r in things(100).items() if int(d[-4:]) >= 20}  # 20 of 100: not more than 20%
+    assert run(url, share).counts["deleted"] == 20
+    guard = DeleteGuard(max_share=0.5, min_deletes=3)
+    assert run(url, {d: r for d, r in share.items() if int(d[-4:]) >= 70}, guard=guard).refusal is not None
+
+
+def test_confirm_deletes_tag_names_all_or_target_resources():
+    assert deletes_confirmed("all", "qmlativ", "disability")
+    assert deletes_confirmed("qmlativ/dyslexia, qmlativ/disability", "qmlativ", "disability")
+    assert not deletes_confirmed("qmlativ/dyslexia", "qmlativ", "disability")
+    assert not deletes_confirmed(None, "qmlativ", "disability")
+
+
+def _resync(url, records, **kwargs):
+    return resync(
+        connect, "d1", "things-api", "things", desired(records), ThingsAdapter(), url, Tokens(), retry=FAST,
+        **kwargs,
+    )  # fmt: skip
+
+
+def test_resync_fixes_each_difference_between_target_ledger_and_desired_state(target, warehouse):
+    state, url = target
+    records = things(30)
+    run(url, records)
+    ids = {o["doc"]: i for i, o in state.objects.items()}
+    with connect() as con:  # (a) the ledger forgets two records: one still desired, one withdrawn since
+        con.execute(
+            "delete from ops.publish_ledger where list_contains(?, key_hash)",
+            [[_md5("doc-0001"), _md5("doc-0002")]],
+        )
+    del records["doc-0002"]
+    state.next_id += 1
+    state.objects[str(state.next_id)] = {"doc": "doc-0001", "value": 1}  # a duplicate the ledger never knew
+    state.objects["900"] = {"value": "made by hand"}  # no natural key: not ours
+    del state.objects[ids["doc-0003"]]  # (b) deleted in the target by hand
+    state.objects[ids["doc-0004"]] = {"doc": "doc-0004", "value": "changed by hand"}  # (c)
+    state.objects[ids["doc-0001"]] = {"doc": "doc-0001", "value": "changed too"}  # adopted, then updated
+
+    dry = _resync(url, records, dry_run=True)
+    assert state.objects[ids["doc-0004"]]["value"] == "changed by hand"  # a dry run changes nothing
+    result = _resync(url, records)
+    expected = {"adopted": 1, "deleted_orphan": 2, "recreated_missing": 1, "overwritten_changed": 1}
+    assert {c: result.counts[c] for c in expected} == expected == {c: dry.counts[c] for c in expected}
+    assert (result.counts["not_ours"], result.counts["failed"]) == (1, 0)
+    assert state.objects.pop("900") == {"value": "made by hand"}  # left alone
+    assert_store_matches(state, records)
+    assert run(url, records).counts["sent"] == 0  # the ledger agrees with the target again
+    assert not any(_resync(url, records).counts[c] for c in expected)
+
+
+def test_resync_deleting_a_large_share_of_orphans_is_refused(target, warehouse):
+    state, url = target
+    run(url, things(40))
+    with connect() as con:
+        con.execute("delete from ops.publish_ledger")  # a lost ledger, and the desired state shrank too
+    before = dict(state.objects)
+    result = _resync(url, things(20))
+    assert result.refusal == "things-api/things: plan deletes 20 of 40 records (50%) > 20%"
+    assert result.counts["refused"] == 20 and result.counts["adopted"] == 0
+    assert state.objects == before
+    confirmed = _resync(url, things(20), guard=DeleteGuard(confirmed=True))
+    assert (confirmed.counts["adopted"], confirmed.counts["deleted_orphan"]) == (20, 20)
+    assert_store_matches(state, things(20))
+
+
+def test_a_pending_create_from_before_lookup_keys_withdrawn_since_is_settled_by_the_resync(target, warehouse):
+    state, url = target
+    run(url, things(5))
+    with connect() as con:  # left by the previous version (no lookup key), then the record is withdrawn
+        con.execute("alter table ops.publish_ledger drop column lookup_key")
+        con.execute(
+            "update ops.publish_ledger set last_status = 'pending', target_id = null where key_hash = ?",
+            [_md5("doc-0002")],
+        )
+    remaining = {d: r for d, r in things(5).items() if d != "doc-0002"}
+    published = run(url, remaining)
+    assert published.counts["pending"] == 1 and published.incomplete == 1  # cannot be looked up
+    assert "doc-0002" in state.docs()
+    result = _resync(url, remaining)
+    assert (result.counts["deleted_orphan"], result.counts["cleared_missing"]) == (1, 1)
+    assert_store_matches(state, remaining)
+    assert _md5("doc-0002") in _ledger() and _ledger()[_md5("doc-0002")][0] == "deleted"
+    assert run(url, remaining).incomplete == 0

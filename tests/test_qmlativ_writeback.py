@@ -1,6 +1,7 @@
 """The Qmlativ writeback end to end: SameGoal over the sandbox API → dbt → the publish engine → the
 sandbox Qmlativ store, counted by the sandbox's request statistics."""
 
+import hashlib
 import os
 from datetime import date
 
@@ -242,3 +243,85 @@ def test_nothing_is_sent_while_no_qmlativ_students_are_loaded(defs, sandbox, war
     materialization = result.asset_materializations_for_node(asset.node_def.name)[0]
     assert "run the demographics integration" in materialization.metadata["reason"].value
     assert httpx.get(f"{qmlativ}/_sandbox/qmlativ/stats").json()["writeback"] == {}
+
+
+def _integrated_records(form: str, n: int) -> list[dict]:
+    """`n` integrated documents of a form as SameGoal export records, to post back changed or voided."""
+    with connect() as con:
+        docs = con.execute(
+            f"select * from intermediate.int_samegoal__{form} where district_id = 'demo' and integrated "
+            f"order by document_id limit {n}"
+        ).df()
+    source = SOURCES_BY_NAME[f"samegoal__{form}"]
+    records = []
+    for _, doc in docs.iterrows():
+        record = {}
+        for column in source.columns:
+            value = doc[column.name]
+            text = None if value is None or str(value) in ("NaT", "None", "nan", "<NA>") else str(value)
+            if text is not None and column.type == "date":
+                text = text[:10]
+            elif text is not None and column.type == "bool":
+                text = text.lower()
+            record[column.name] = text
+        records.append(record)
+    return records
+
+
+def void_documents(wb: Writeback, form: str, n: int) -> list[str]:
+    """Void `n` integrated documents of `form` in SameGoal and ingest them; their document ids."""
+    records = _integrated_records(form, n)
+    voided = [{**r, "document_status": "voided", "completed_at": None} for r in records]
+    response = httpx.post(f"{wb.sandbox.urls['samegoal']}/_sandbox/samegoal/{form}", json={"records": voided})
+    assert response.status_code == 200
+    wb.ingest(f"samegoal__{form}")
+    assert not _desired(next(f for f in FORMS if f.table == form)) & {r["document_id"] for r in records}
+    return [r["document_id"] for r in records]
+
+
+def set_faults(wb: Writeback, **faults) -> None:
+    assert httpx.post(f"{wb.qmlativ}/_sandbox/qmlativ/faults", json=faults).status_code == 200
+
+
+def test_a_pending_create_voided_before_the_next_run_is_deleted_from_qmlativ(writeback, monkeypatch):
+    """Issue 6.1: a run killed while its creates were in flight leaves them `pending`; documents voided
+    before the next run must not stay in Qmlativ. The kill is modelled by Qmlativ applying every create
+    and the answer never arriving, with no attempt left to look it up (one attempt per request)."""
+    import functools
+
+    from sg_orchestration.publish import engine
+    from sg_orchestration.publish.sender import RetryPolicy
+
+    wb = writeback
+    dyslexia = next(f for f in FORMS if f.table == "dyslexia")
+    set_faults(wb, drop_after_write_rate=1.0)
+    with monkeypatch.context() as m:
+        m.setattr(engine, "RetryPolicy", functools.partial(RetryPolicy, max_attempts=1))
+        publish_writeback(wb.district)
+    set_faults(wb)
+    stored = {o["SourceDocumentID"] for o in wb.store(dyslexia)}
+    assert stored == _desired(dyslexia)  # Qmlativ applied every create ...
+    with connect() as con:
+        statuses = con.execute(
+            "select distinct last_status from ops.publish_ledger where resource = 'dyslexia'"
+        ).fetchall()
+    assert statuses == [("pending",)]  # ... and the ledger knows none of their ids
+
+    voided = void_documents(wb, "dyslexia", 3)
+    results = {r.resource: r for r in publish_writeback(wb.district)}
+    assert results["dyslexia"].counts["deleted"] == 3
+    assert not {o["SourceDocumentID"] for o in wb.store(dyslexia)} & set(voided)
+    with connect() as con:
+        rows = con.execute(
+            "select last_status, lookup_key from ops.publish_ledger where resource = 'dyslexia' "
+            "and list_contains(?, key_hash)",
+            [[hashlib.md5(d.encode()).hexdigest() for d in voided]],
+        ).fetchall()
+        pending_keys = con.execute(
+            "select count(*) from ops.publish_ledger where lookup_key is not null"
+        ).fetchone()[0]
+    assert rows == [("deleted", None)] * 3
+    assert pending_keys == 0  # the natural key is kept only while a create is pending
+    _assert_store_equals_desired(wb)
+    wb.reset_stats()
+    assert sum(r.counts["sent"] for r in publish_writeback(wb.district)) == 0

@@ -4,6 +4,7 @@ import re
 
 import dagster as dg
 
+from sg_orchestration.automation.resync import resync_job, resync_scheduled
 from sg_orchestration.automation.samegoal_sensor import build_samegoal_sensor
 from sg_orchestration.config import District, current_districts
 
@@ -37,6 +38,6 @@ def nightly_schedule(district: District) -> dg.ScheduleDefinition:
     return _nightly
 
 
-JOBS = [nightly_job]
+JOBS = [nightly_job, resync_job]
 SCHEDULES = [nightly_schedule(d) for d in current_districts().districts]
-SENSORS = [build_samegoal_sensor(nightly_job)]
+SENSORS = [build_samegoal_sensor(nightly_job), resync_scheduled]

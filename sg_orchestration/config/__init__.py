@@ -141,6 +141,43 @@ class OneRoster(_Strict):
     version: Literal["1.1"] = "1.1"
 
 
+class IngestGuards(_Strict):
+    """A snapshot source with only a header, or more than `shrink_threshold_pct` % fewer rows than its last
+    good load (counted only when that had at least `shrink_min_rows`), is held, not applied, until accepted
+    (run tag `sg/accept_shrink`)."""
+
+    shrink_threshold_pct: float = Field(30, ge=0, le=100)
+    shrink_min_rows: int = Field(20, ge=0)
+
+
+class PublishGuards(_Strict):
+    """The mass-delete guard of every target: a resource's plan that deletes more than
+    `max_delete_share` of the records the target holds for it, and at least `min_deletes_guarded` records,
+    is not sent until confirmed (run tag `sg/confirm_deletes`: `all` or `target/resource`, comma-separated;
+    `sg-orch run --confirm-deletes`). The minimum keeps a few deletes in a small resource ordinary."""
+
+    max_delete_share: float = Field(0.2, ge=0, le=1)
+    min_deletes_guarded: int = Field(10, ge=1)
+
+
+class Resync(_Strict):
+    """When the `resync_scheduled` sensor reconciles the district's targets with what they hold: `cron` in
+    the district's timezone (default Sundays 04:00); `enabled: false` turns the schedule off (the `resync`
+    job can still be launched by hand)."""
+
+    enabled: bool = True
+    cron: str = "0 4 * * 0"
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from dagster._utils.schedules import is_valid_cron_string
+
+        if not is_valid_cron_string(value):
+            raise ValueError(f"not a cron expression: {value!r} (e.g. '0 4 * * 0', Sundays 04:00)")
+        return value
+
+
 class District(_Strict):
     id: str = Field(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$")
     name: str
@@ -151,6 +188,9 @@ class District(_Strict):
     qmlativ: Qmlativ | None = None
     edfi: Edfi | None = None
     oneroster: OneRoster | None = None
+    publish: PublishGuards = PublishGuards()
+    resync: Resync = Resync()
+    ingest: IngestGuards = IngestGuards()
 
     @field_validator("timezone")
     @classmethod

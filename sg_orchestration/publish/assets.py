@@ -5,7 +5,7 @@ from datetime import date
 import dagster as dg
 
 from sg_orchestration.config import current_districts
-from sg_orchestration.publish.engine import PublishResult
+from sg_orchestration.publish.engine import CONFIRM_DELETES_TAG, PublishResult, confirm_hint
 from sg_orchestration.publish.qmlativ import access_expiry_status, publish_writeback
 from sg_orchestration.validate.qmlativ import KEY as VALIDATION
 from sg_orchestration.validate.qmlativ import MART_KEYS
@@ -15,24 +15,34 @@ from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 QMLATIV_KEY = dg.AssetKey(["publish", "qmlativ_writeback"])
 EXPIRY_CHECK = "qmlativ_access_expiry"
 DRY_RUN_TAG = "sg/dry_run"
-COUNTS = ("created", "updated", "deleted", "unchanged", "skipped", "failed")
+COUNTS = ("created", "updated", "deleted", "unchanged", "skipped", "pending", "failed", "refused")
 
 
 def _report(results: list[PublishResult], dry_run: bool) -> dict:
-    """Per-screen counts and the top error causes: counts and causes only, never student data."""
-    source = "planned" if dry_run else "counts"
+    """Per-screen counts and the top error causes: counts and causes only, never student data.
+
+    Whether the publish is complete: `<screen>/failed`, `<screen>/pending` (outcome unknown, looked up on
+    the next run), `<screen>/refused` (deletes of a plan the mass-delete guard refused) and
+    `<screen>/incomplete` (their sum) per screen; `incomplete` is the total and `complete` its negation.
+    In a dry run they are what the plan would leave (refused: what the guard would refuse)."""
+
+    def count(r: PublishResult, c: str) -> int:
+        source = r.counts if c == "refused" or not dry_run else r.planned
+        return int(source.get(c, 0))
+
     header = "| screen | " + " | ".join(COUNTS) + " |\n|---|" + "---:|" * len(COUNTS)
-    rows = [
-        f"| {r.resource} | " + " | ".join(str(int(getattr(r, source).get(c, 0))) for c in COUNTS) + " |"
-        for r in results
-    ]
+    rows = [f"| {r.resource} | " + " | ".join(str(count(r, c)) for c in COUNTS) + " |" for r in results]
     causes = [(r.resource, cause, n) for r in results for cause, n in r.errors.most_common(10)]
     causes.sort(key=lambda c: -c[2])
     cause_table = "| screen | cause | count |\n|---|---|---:|\n" + "\n".join(
         f"| {screen} | {cause.replace('|', '/')} | {n} |" for screen, cause, n in causes[:15]
     )
+    incomplete = sum(r.incomplete for r in results)
     metadata: dict = {
         "dry_run": dry_run,
+        "incomplete": incomplete,
+        "complete": incomplete == 0,
+        "refusals": "; ".join(r.refusal for r in results if r.refusal) or "none",
         "per_screen": dg.MetadataValue.md(header + "\n" + "\n".join(rows)),
         "top_error_causes": dg.MetadataValue.md(cause_table if causes else "No errors."),
     }
@@ -50,7 +60,10 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
         deps=[*MART_KEYS, VALIDATION],
         kinds={"qmlativ", "duckdb"},
         description="Sends the Qmlativ screens' changes (creates, updates, deletes) and records them in "
-        "ops.publish_ledger. Run tag `sg/dry_run=true` plans without sending.",
+        "ops.publish_ledger. Run tag `sg/dry_run=true` plans without sending. A screen whose plan deletes "
+        "more than the district's `publish.max_delete_share` (and at least `publish.min_deletes_guarded` "
+        f"records) is not sent and the asset fails after the others publish; run tag `{CONFIRM_DELETES_TAG}` "
+        "(`all` or `qmlativ/<screen>`, comma-separated) confirms it.",
         check_specs=[
             dg.AssetCheckSpec(
                 EXPIRY_CHECK,
@@ -87,11 +100,22 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
             context.log.error(reason)
             return dg.MaterializeResult(metadata={"sent": 0, "reason": reason}, check_results=[check])
         dry_run = context.run.tags.get(DRY_RUN_TAG) == "true"
-        results = publish_writeback(district, dry_run=dry_run)
+        results = publish_writeback(
+            district, dry_run=dry_run, confirm_deletes=context.run.tags.get(CONFIRM_DELETES_TAG)
+        )
         context.log.info(
             "qmlativ writeback: "
             + ", ".join(f"{r.resource} {dict(r.planned if dry_run else r.counts)}" for r in results)
         )
-        return dg.MaterializeResult(metadata=_report(results, dry_run), check_results=[check])
+        metadata = _report(results, dry_run)
+        refused = [r for r in results if r.refusal]
+        for r in refused:
+            context.log.warning(f"{r.refusal}; {confirm_hint(r.name)}")
+        if refused and not dry_run:
+            # The other screens have published and their ledger rows are written: fail with the counts.
+            names = ",".join(r.name for r in refused)
+            description = "; ".join(r.refusal for r in refused) + f"; {confirm_hint(names)}"
+            raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
+        return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return qmlativ_writeback

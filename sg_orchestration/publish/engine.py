@@ -1,17 +1,26 @@
 """The publish engine every target shares (SPEC §5): diff, send, record, report.
 
 One call of `publish` handles one (district, target, resource):
-1. pending creates left by a killed run are resolved with the adapter's lookup (found: recorded as sent;
-   not found: planned again), so a re-run never creates a duplicate;
+1. pending creates left by a killed run are resolved with the adapter's lookup by the natural key the
+   ledger keeps for them (found: recorded as sent, then updated or, when withdrawn meanwhile, deleted by
+   the plan; not found: forgotten, so planned again when still wanted), so a re-run never creates a
+   duplicate and never leaves a withdrawn record in the target;
 2. the desired state is diffed against `ops.publish_ledger` in SQL (`ledger.plan`);
-3. creates are marked `pending` a chunk at a time, in their own transaction, before they are sent;
+   a plan that would delete a large share of what the target holds is refused (`DeleteGuard`) unless
+   confirmed;
+3. creates are marked `pending` (with their natural key) a chunk at a time, in their own transaction,
+   before they are sent;
 4. requests go out `concurrency` at a time (`sender.Sender`) and results are written to the ledger as
    they arrive, in batches of `batch_size` or every `flush_s` seconds, each batch one transaction: a kill
    loses at most the unwritten batch, whose requests the next run re-sends (updates, deletes) or looks up
    (creates).
 
+`resync` compares what the target actually holds (the adapter lists it) with the ledger and the desired
+state, and fixes each difference (see `RESYNC_CAUSES`).
+
 Nothing here logs or reports a key or a payload: counts, key hashes and error causes (HTTP status and the
-target's short message, with any payload value scrubbed out) only.
+target's short message, with any payload value scrubbed out) only. The ledger keeps a natural key only
+while a create is pending (`ledger.py`).
 """
 
 from __future__ import annotations
@@ -26,6 +35,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import duckdb
+import pyarrow as pa
 
 from sg_orchestration.publish import ledger
 from sg_orchestration.publish.sender import GaveUp, Reply, Request, RetryPolicy, Sender, TokenProvider
@@ -34,6 +44,18 @@ log = logging.getLogger(__name__)
 
 CAUSE_CHARS = 120
 ConnectionFactory = Callable[[], AbstractContextManager[duckdb.DuckDBPyConnection]]
+
+# The run tag that confirms a plan the mass-delete guard refuses: `all`, or `target/resource` names
+# separated by commas (e.g. `qmlativ/disability,qmlativ/dyslexia`). `sg-orch run --confirm-deletes` sets it.
+CONFIRM_DELETES_TAG = "sg/confirm_deletes"
+# What a resync fixes, one count each (see `resync`); `cleared_missing` is a ledger row of a withdrawn or
+# held-back record whose object is gone from the target: recorded as deleted, nothing to send.
+RESYNC_CAUSES = ("adopted", "deleted_orphan", "recreated_missing", "overwritten_changed", "cleared_missing")
+RESYNC_TABLE = "publish_resync"
+
+
+class ResyncError(RuntimeError):
+    """A resync that could not list the target: nothing was changed."""
 
 
 class Adapter(Protocol):
@@ -45,19 +67,73 @@ class Adapter(Protocol):
     def applied(self, action: str, reply: Reply) -> tuple[str | None, str | None]:
         """(target id, etag) from a 2xx answer; the id may be None for an update or delete."""
 
-    def lookup(self, payload: dict) -> Request:
-        """The request that finds an existing object by the record's natural key (e.g. SourceDocumentID)."""
+    def lookup(self, natural_key: str) -> Request:
+        """The request that finds an existing object by the record's natural key (the desired state's
+        `lookup_key`, e.g. Qmlativ's SourceDocumentID). Works without the payload: a pending create may
+        have been withdrawn from the desired state before it is looked up."""
 
     def found(self, reply: Reply) -> str | None:
         """The target id in a 2xx lookup answer, or None when the target does not have the record."""
 
 
+class ListingAdapter(Adapter, Protocol):
+    """An adapter that can also list what the target holds for the resource, for `resync`."""
+
+    def listing(self, cursor: Any | None) -> Request:
+        """The request for the first page (`cursor` None) or the page `cursor` names."""
+
+    def listed(self, cursor: Any | None, reply: Reply) -> tuple[list[dict], Any | None]:
+        """The objects of a 2xx page answer and the cursor of the next page (None after the last)."""
+
+    def object_id(self, obj: dict) -> str:
+        """The target id of a listed object."""
+
+    def natural_key(self, obj: dict) -> str | None:
+        """The natural key of a listed object (matching the desired state's `lookup_key`), or None when
+        it carries none: an object somebody else made, which a resync leaves alone."""
+
+    def fingerprint(self, record: dict) -> str:
+        """A hash of the fields this integration writes, of a listed object or of a payload: equal when
+        the target holds what the payload says."""
+
+
+@dataclass(frozen=True)
+class DeleteGuard:
+    """Refuse a plan that deletes more than `max_share` of what the target holds for the resource, when
+    it deletes at least `min_deletes` records (a few deletes in a small resource are normal), unless
+    `confirmed` (see `CONFIRM_DELETES_TAG`)."""
+
+    max_share: float = 0.2
+    min_deletes: int = 10
+    confirmed: bool = False
+
+    def refusal(self, name: str, deletes: int, held: int) -> str | None:
+        """The one-line reason a plan of `deletes` out of `held` is refused, or None when it may go."""
+        if self.confirmed or deletes < self.min_deletes or deletes <= self.max_share * held:
+            return None
+        share = deletes / held if held else 1.0
+        return f"{name}: plan deletes {deletes} of {held} records ({share:.0%}) > {self.max_share:.0%}"
+
+
+def deletes_confirmed(tag_value: str | None, target: str, resource: str) -> bool:
+    """Whether the `CONFIRM_DELETES_TAG` value confirms the deletes of `target/resource`."""
+    names = {n.strip() for n in (tag_value or "").split(",") if n.strip()}
+    return "all" in names or f"{target}/{resource}" in names
+
+
+def confirm_hint(name: str) -> str:
+    return f"confirm with run tag {CONFIRM_DELETES_TAG}={name} or `sg-orch run --confirm-deletes {name}`"
+
+
 @dataclass
 class PublishResult:
-    """Counts for one resource. `planned`: create/update/delete/unchanged/skipped from the diff.
+    """Counts for one resource. `planned`: create/update/delete/unchanged/skipped/pending from the diff.
     `counts`: sent (requests that succeeded), created, updated, deleted, resolved (pending creates found
-    applied), skipped (refused before and unchanged), unchanged, failed. `actions`: the dry run's
-    (key_hash, action) pairs."""
+    applied), skipped (refused before and unchanged), unchanged, held (failing validation: what the
+    target holds stays as it is), pending (creates whose outcome is still
+    unknown: looked up on the next run), failed, refused (deletes of a plan the mass-delete guard
+    refused: nothing of that plan was sent). `refusal`: the guard's one-line reason. `actions`: the dry
+    run's (key_hash, action) pairs."""
 
     district_id: str
     target: str
@@ -67,6 +143,19 @@ class PublishResult:
     counts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     actions: list[tuple[str, str]] = field(default_factory=list)
+    refusal: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}/{self.resource}"
+
+    @property
+    def incomplete(self) -> int:
+        """Records this run leaves not as desired: failed, pending, refused before and unchanged (still not
+        in the target), and the deletes the mass-delete guard refused."""
+        source = self.planned if self.dry_run else self.counts
+        left = sum(int(source.get(k, 0)) for k in ("failed", "pending", "skipped"))
+        return left + int(self.counts.get("refused", 0))
 
     def top_error_causes(self, n: int = 10) -> str:
         """A markdown table of the `n` commonest causes (status and short message), for Dagster metadata."""
@@ -84,15 +173,42 @@ class PublishResult:
             "resolved",
             "skipped",
             "unchanged",
+            "held",
             "pending",
             "failed",
         )
         source = self.planned if self.dry_run else self.counts
         values: dict[str, Any] = {f"{self.resource}/{k}": int(source.get(k, 0)) for k in names}
-        if self.dry_run:
+        values[f"{self.resource}/refused"] = int(self.counts.get("refused", 0))
+        values[f"{self.resource}/incomplete"] = self.incomplete
+        if self.dry_run or self.refusal:
             values.update({f"{self.resource}/planned_{a}": n for a, n in self.planned.items()})
         values[f"{self.resource}/top_error_causes"] = self.top_error_causes()
         return values
+
+
+@dataclass
+class ResyncResult:
+    """What one resource's resync found and fixed. `counts`: one per `RESYNC_CAUSES` (fixed, or planned in
+    a dry run), plus listed (objects the target holds), not_ours (listed objects without a natural key:
+    left alone), failed (fixes whose request failed; the next resync tries again), refused (orphan
+    deletes the mass-delete guard refused: nothing was fixed)."""
+
+    district_id: str
+    target: str
+    resource: str
+    dry_run: bool
+    counts: Counter = field(default_factory=Counter)
+    errors: Counter = field(default_factory=Counter)
+    refusal: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.target}/{self.resource}"
+
+    def metadata(self) -> dict[str, int]:
+        names = ("listed", "not_ours", *RESYNC_CAUSES, "failed", "refused")
+        return {f"{self.resource}/{k}": int(self.counts.get(k, 0)) for k in names}
 
 
 def publish(
@@ -109,6 +225,7 @@ def publish(
     dry_run: bool = False,
     retry: RetryPolicy | None = None,
     retry_rejected: bool = False,
+    guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
     batch_size: int = 200,
     flush_s: float = 0.5,
 ) -> PublishResult:
@@ -116,8 +233,9 @@ def publish(
 
     `con_factory()` is a context manager yielding a DuckDB connection (e.g. `warehouse.connect`); one is
     held for the run to write the ledger. `desired` is a SQL query or table name with columns
-    (key_hash, content_hash, payload JSON), or such tuples. `retry_rejected` re-sends records a target
-    refused with a 4xx even though they have not changed.
+    (key_hash, content_hash, payload JSON, lookup_key), or such tuples (`ledger.register_desired`).
+    `retry_rejected` re-sends records a target refused with a 4xx even though they have not changed.
+    `guard` (None: no guard) refuses a plan deleting too much: nothing of it is sent, `refusal` says why.
     """
     run = _Run(
         district_id,
@@ -127,31 +245,97 @@ def publish(
         base_url,
         token_provider,
         concurrency,
-        retry or RetryPolicy(),
+        retry,
         batch_size,
         flush_s,
+        guard,
     )
+    return _on_ledger(con_factory, desired, run, lambda: run.run(dry_run, retry_rejected))
+
+
+def resync(
+    con_factory: ConnectionFactory,
+    district_id: str,
+    target: str,
+    resource: str,
+    desired: ledger.Desired,
+    adapter: ListingAdapter,
+    base_url: str,
+    token_provider: TokenProvider,
+    *,
+    concurrency: int = 16,
+    dry_run: bool = False,
+    retry: RetryPolicy | None = None,
+    guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
+    batch_size: int = 200,
+    flush_s: float = 0.5,
+) -> ResyncResult:
+    """Reconcile one resource: list what the target holds and fix every difference with the ledger and
+    the desired state (arguments as for `publish`). Pending creates are resolved first, as in `publish`.
+
+    - adopted: an object carrying a natural key the ledger knows no object for, whose key is desired: its
+      target id is recorded, and it is updated when its content differs (a second object with the same
+      key is an orphan);
+    - deleted_orphan: such an object whose key is not desired (or a duplicate): deleted;
+    - recreated_missing: a ledger row whose object is gone from the target, still desired: created again;
+    - cleared_missing: the same for a record no longer desired or held back: recorded as deleted;
+    - overwritten_changed: an object whose fields differ from the payload whose hash the ledger holds
+      (changed by hand in the target): updated with the payload.
+    Objects without a natural key are not ours and left alone. Orphan deletes are subject to `guard`,
+    over the objects the target holds that carry a natural key; a refused resync fixes nothing.
+    """
+    run = _Run(
+        district_id,
+        target,
+        resource,
+        adapter,
+        base_url,
+        token_provider,
+        concurrency,
+        retry,
+        batch_size,
+        flush_s,
+        guard,
+    )
+    return _on_ledger(con_factory, desired, run, lambda: run.resync(dry_run))
+
+
+def _on_ledger(con_factory: ConnectionFactory, desired: ledger.Desired, run: _Run, work):
+    """Hold one connection for the run (it writes the ledger), with the desired state registered on it."""
     with con_factory() as con:
         ledger.ensure_ledger(con)
         ledger.register_desired(con, desired)
         run.con = con
-        return asyncio.run(run.run(dry_run, retry_rejected))
+        return asyncio.run(work())
 
 
 class _Run:
     def __init__(
-        self, district_id, target, resource, adapter, base_url, tokens, concurrency, retry, batch, flush_s
+        self,
+        district_id,
+        target,
+        resource,
+        adapter,
+        base_url,
+        tokens,
+        concurrency,
+        retry,
+        batch,
+        flush_s,
+        guard,
     ):
         self.scope = (district_id, target, resource)
         self.adapter: Adapter = adapter
         self.base_url = base_url
         self.tokens = tokens
         self.concurrency = concurrency
-        self.retry = retry
+        self.retry = retry or RetryPolicy()
         self.batch_size = batch
         self.flush_s = flush_s
+        self.guard: DeleteGuard | None = guard
         self.con: duckdb.DuckDBPyConnection
         self.result = PublishResult(district_id, target, resource, dry_run=False)
+        self.fixes: Counter | None = None  # a resync's counts per cause, as its fixes succeed
         self.buffer: list[tuple] = []
 
     async def run(self, dry_run: bool, retry_rejected: bool) -> PublishResult:
@@ -162,24 +346,194 @@ class _Run:
             result.actions = self.con.execute(
                 f"select key_hash, action from {ledger.PLAN_TABLE} order by seq"
             ).fetchall()
+            self._guard(result, result.planned["delete"], ledger.held(self.con, *self.scope))
             return result
         async with Sender(self.base_url, self.tokens, self.concurrency, self.retry) as self.sender:
             try:
                 await self._resolve_pending()
                 result.planned = ledger.plan(self.con, *self.scope, retry_rejected=retry_rejected)
-                result.counts.update({k: result.planned[k] for k in ("unchanged", "skipped", "pending")})
-                await self._send_plan()
+                result.counts.update(
+                    {k: result.planned[k] for k in ("unchanged", "skipped", "pending", "held")}
+                )
+                if not self._guard(result, result.planned["delete"], ledger.held(self.con, *self.scope)):
+                    await self._send_plan(ledger.PLAN_TABLE)
             finally:
                 self._flush()  # a cancelled or failing run still keeps what it heard back
         log.info("publish %s/%s/%s: %s", *self.scope, dict(result.counts))
         return result
 
+    def _guard(self, result: PublishResult | ResyncResult, deletes: int, held: int) -> bool:
+        """Whether the mass-delete guard refuses these deletes (recorded in `result`)."""
+        name = f"{self.scope[1]}/{self.scope[2]}"
+        refusal = self.guard.refusal(name, deletes, held) if self.guard else None
+        if refusal:
+            result.refusal = refusal
+            result.counts["refused"] = deletes
+            log.warning("publish %s: refused: %s", self.scope[0], refusal)
+        return refusal is not None
+
+    # --- resync -------------------------------------------------------------------------------------
+    async def resync(self, dry_run: bool) -> ResyncResult:
+        district_id, target, resource = self.scope
+        result = ResyncResult(district_id, target, resource, dry_run)
+        async with Sender(self.base_url, self.tokens, self.concurrency, self.retry) as self.sender:
+            try:
+                if not dry_run:
+                    await self._resolve_pending()
+                await self._list_target(result)
+                fixes, adopted_now, cleared = self._resync_plan()
+                ours = result.counts["listed"] - result.counts["not_ours"]
+                if self._guard(result, fixes["deleted_orphan"], ours):
+                    pass  # nothing fixed: `refused` says why
+                elif dry_run:
+                    result.counts.update(fixes)  # what it would fix
+                else:
+                    for key_hash, content_hash, target_id in adopted_now:
+                        self._record(key_hash, content_hash, target_id, None, "sent", "resync", None)
+                    for key_hash in cleared:
+                        self._record(key_hash, None, None, None, "deleted", "resync", None)
+                    self._flush()
+                    result.counts.update(adopted=len(adopted_now), cleared_missing=len(cleared))
+                    self.fixes = result.counts  # the requests' successes and failures count here
+                    await self._send_plan(RESYNC_TABLE)
+            finally:
+                self._flush()
+        result.errors.update(self.result.errors)
+        log.info("resync %s/%s/%s: %s", *self.scope, dict(result.counts))
+        return result
+
+    async def _list_target(self, result: ResyncResult) -> None:
+        """Every object the target holds into the temp table `publish_target(target_id, natural_key,
+        fingerprint)`: no field of an object is kept beyond its fingerprint."""
+        adapter: ListingAdapter = self.adapter  # type: ignore[assignment]
+        ids, keys, prints = [], [], []
+        cursor = None
+        while True:
+            reply = await self.sender.send(adapter.listing(cursor))
+            if not 200 <= reply.status < 300:
+                raise ResyncError(
+                    f"{'/'.join(self.scope[1:])}: listing the target failed: {_cause(reply, None)}"
+                )
+            objects, cursor = adapter.listed(cursor, reply)
+            for obj in objects:
+                ids.append(adapter.object_id(obj))
+                keys.append(adapter.natural_key(obj))
+                prints.append(adapter.fingerprint(obj))
+            if cursor is None:
+                break
+        result.counts["listed"] = len(ids)
+        result.counts["not_ours"] = sum(k is None for k in keys)
+        table = pa.table(
+            {
+                "target_id": pa.array(ids, pa.string()),
+                "natural_key": pa.array(keys, pa.string()),
+                "fingerprint": pa.array(prints, pa.string()),
+            }
+        )
+        self.con.register("publish_target_rows", table)
+        try:
+            self.con.execute(
+                "create or replace temp table publish_target as select * from publish_target_rows"
+            )
+        finally:
+            self.con.unregister("publish_target_rows")
+
+    def _resync_plan(self) -> tuple[Counter, list[tuple], list[str]]:
+        """The fixes that need a request into `RESYNC_TABLE` (the plan's columns and `cause`); returns the
+        count per cause, the adoptions that need no request (key_hash, content_hash, target_id) and the
+        ledger rows to record as deleted (`cleared_missing`)."""
+        district_id, target, resource = self.scope
+        adapter: ListingAdapter = self.adapter  # type: ignore[assignment]
+        self.con.execute(
+            """
+            create or replace temp table _resync_all as
+            with l as (
+                select * from ops.publish_ledger
+                where district_id = $d and target = $t and resource = $r
+            ), live as (  -- ledger rows whose object the target still holds
+                select l.* from l join publish_target t using (target_id)
+            ), unknown as (  -- our objects the ledger does not know
+                select t.*, row_number() over (
+                    partition by t.natural_key order by try_cast(t.target_id as bigint), t.target_id
+                ) as nth  -- the oldest is adopted
+                from publish_target t
+                where t.natural_key is not null and t.target_id not in (select target_id from live)
+            ), adopt as (  -- the first unknown object of a desired key that has no live object
+                select u.target_id, u.fingerprint, d.key_hash, d.content_hash, d.payload::varchar as payload
+                from unknown u join publish_desired d on d.lookup_key = u.natural_key
+                where u.nth = 1 and d.key_hash not in (select key_hash from live)
+            )
+            select 'adopted' as cause, key_hash, 'update' as action, content_hash, payload, target_id,
+                null as etag, null as held_hash, null as lookup_key, fingerprint
+            from adopt
+            union all
+            select 'deleted_orphan', null, 'delete', null, null, u.target_id, null, null, null, null
+            from unknown u where u.target_id not in (select target_id from adopt)
+            union all
+            select case when d.payload is null then 'cleared_missing' else 'recreated_missing' end,
+                l.key_hash, 'create', d.content_hash, d.payload::varchar, null, null, null, d.lookup_key, null
+            from l left join publish_desired d using (key_hash)
+            where l.target_id is not null and l.target_id not in (select target_id from publish_target)
+              and l.key_hash not in (select key_hash from adopt)
+            union all  -- a pending create from before lookup keys, withdrawn: its object, if any, is an orphan
+            select 'cleared_missing', l.key_hash, 'create', null, null, null, null, null, null, null
+            from l where l.last_status = 'pending' and l.lookup_key is null
+              and l.key_hash not in (select key_hash from publish_desired)
+            union all
+            -- no held content: should the overwrite fail, the next publish sends it again
+            select 'overwritten_changed', l.key_hash, 'update', l.content_hash, d.payload::varchar,
+                l.target_id, l.etag, null, null, t.fingerprint
+            from live l join publish_target t using (target_id) join publish_desired d using (key_hash)
+            where l.last_status = 'sent' and d.payload is not null and l.content_hash = d.content_hash
+            """,
+            {"d": district_id, "t": target, "r": resource},
+        )
+        # The fields Qmlativ (or any target) holds against the payload: only the target's own fingerprint
+        # can compare them. An adopted object whose content already matches needs no request.
+        rows = self.con.execute(
+            "select rowid, cause, payload, fingerprint from _resync_all "
+            "where cause in ('adopted', 'overwritten_changed') and payload is not null"
+        ).fetchall()
+        same = [rowid for rowid, _, payload, fp in rows if adapter.fingerprint(json.loads(payload)) == fp]
+        self.con.execute("create or replace temp table _resync_same (id bigint)")
+        if same:
+            self.con.executemany("insert into _resync_same values (?)", [(i,) for i in same])
+        adopted_now = self.con.execute(
+            "select key_hash, content_hash, target_id from _resync_all where cause = 'adopted' "
+            "and (payload is null or rowid in (select id from _resync_same))"
+        ).fetchall()
+        self.con.execute(
+            "delete from _resync_all where (cause = 'adopted' and (payload is null "
+            "or rowid in (select id from _resync_same))) "
+            "or (cause = 'overwritten_changed' and rowid in (select id from _resync_same))"
+        )
+        cleared = [
+            r[0]
+            for r in self.con.execute(
+                "select key_hash from _resync_all where cause = 'cleared_missing'"
+            ).fetchall()
+        ]
+        self.con.execute("delete from _resync_all where cause = 'cleared_missing'")
+        self.con.execute(
+            f"create or replace temp table {RESYNC_TABLE} as "
+            "select row_number() over () as seq, * exclude (fingerprint) from _resync_all"
+        )
+        fixes: Counter = Counter(
+            dict(self.con.execute(f"select cause, count(*) from {RESYNC_TABLE} group by 1").fetchall())
+        )
+        fixes["adopted"] += len(adopted_now)
+        fixes["cleared_missing"] += len(cleared)
+        return fixes, adopted_now, cleared
+
     # --- pending creates from a run that did not finish ---------------------------------------------
     async def _resolve_pending(self) -> None:
+        """Look up each pending create by the natural key kept with it. Found: recorded as sent, so the
+        plan updates it, or deletes it when it has been withdrawn meanwhile. Not found: forgotten (planned
+        as a create again when still wanted). Not answered: stays pending, for the next run."""
         district_id, target, resource = self.scope
         pending = self.con.execute(
             """
-            select l.key_hash, l.content_hash, d.payload::varchar
+            select l.key_hash, l.content_hash, coalesce(l.lookup_key, d.lookup_key)
             from ops.publish_ledger l left join publish_desired d using (key_hash)
             where l.district_id = ? and l.target = ? and l.resource = ? and l.last_status = 'pending'
             """,
@@ -187,16 +541,14 @@ class _Run:
         ).fetchall()
         absent: list[str] = []
 
-        async def resolve(key_hash: str, content_hash: str, payload: str | None) -> None:
-            if payload is None:
-                # Withdrawn before we could look it up (the lookup needs the natural key): the target's
-                # resync reconciles it.
-                self._failed(
-                    key_hash, "resolve", "pending create withdrawn", content_hash, None, None, "failed"
-                )
+        async def resolve(key_hash: str, content_hash: str, lookup_key: str | None) -> None:
+            if lookup_key is None:
+                # Left by a version that did not keep the natural key, and withdrawn since: only the
+                # resync, which lists the target, can settle it.
+                self.result.errors["lookup: pending create without its natural key (resync settles it)"] += 1
                 return
             try:
-                target_id = await self._lookup(json.loads(payload))
+                target_id = await self._lookup(lookup_key)
             except GaveUp as exc:
                 self.result.errors[f"lookup {exc.cause}"] += 1
                 return  # stays pending; creates are not planned for it until it is resolved
@@ -210,30 +562,33 @@ class _Run:
         self._flush()
         ledger.forget(self.con, *self.scope, absent)
 
-    async def _lookup(self, payload: dict) -> str | None:
-        reply = await self.sender.send(self.adapter.lookup(payload))
+    async def _lookup(self, natural_key: str) -> str | None:
+        reply = await self.sender.send(self.adapter.lookup(natural_key))
         if not 200 <= reply.status < 300:
             raise GaveUp(f"{reply.status} on lookup", ambiguous=True)
         return self.adapter.found(reply)
 
     # --- the plan --------------------------------------------------------------------------------------
-    async def _send_plan(self) -> None:
+    async def _send_plan(self, table: str) -> None:
+        """Send the requests of `table` (`ledger.PLAN_TABLE`, or a resync's fixes, which add `cause`)."""
         queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.concurrency)
+        cause = "cause" if table != ledger.PLAN_TABLE else "null"
 
         async def produce() -> None:
             seq = 0
             while rows := self.con.execute(
-                f"select seq, key_hash, action, content_hash, payload, target_id, etag, held_hash "
-                f"from {ledger.PLAN_TABLE} where seq > ? order by seq limit ?",
+                f"select seq, key_hash, action, content_hash, payload, target_id, etag, held_hash, "
+                f"lookup_key, {cause} from {table} where seq > ? order by seq limit ?",
                 [seq, self.batch_size],
             ).fetchall():
                 seq = rows[-1][0]
-                # Committed before any of these creates is sent: a kill leaves them to be looked up.
+                # Committed before any of these creates is sent, with the natural key: a kill leaves them
+                # to be looked up, even if they are withdrawn before the next run.
                 creates = [r for r in rows if r[2] == "create"]
                 ledger.write(
                     self.con,
                     *self.scope,
-                    [(r[1], r[3], None, None, "pending", "create", None, None) for r in creates],
+                    [(r[1], r[3], None, None, "pending", "create", None, None, r[8]) for r in creates],
                 )
                 for row in rows:
                     await queue.put(row[1:])
@@ -256,13 +611,15 @@ class _Run:
             ticker.cancel()
 
     async def _perform(
-        self, key_hash, action, content_hash, payload_json, target_id, etag, held_hash
+        self, key_hash, action, content_hash, payload_json, target_id, etag, held_hash, lookup_key, cause
     ) -> None:
+        """One request and its ledger row. `key_hash` None: an object the ledger does not know (a resync's
+        orphan), nothing recorded. `cause`: the resync cause counted when it succeeds."""
         payload = json.loads(payload_json) if payload_json is not None else None
         found: list[str] = []
 
         async def recover() -> bool:
-            if (existing := await self._lookup(payload)) is not None:
+            if (existing := await self._lookup(lookup_key)) is not None:
                 found.append(existing)
             return bool(found)
 
@@ -270,46 +627,60 @@ class _Run:
             request = self.adapter.request(action, payload, target_id, etag)
             reply = await self.sender.send(request, recover if action == "create" else None)
             if reply is None:  # an unanswered create had been applied
-                self._succeeded(key_hash, action, content_hash, found[0], None)
+                self._succeeded(key_hash, action, content_hash, found[0], None, cause)
             elif 200 <= reply.status < 300 or (action == "delete" and reply.status in (404, 410)):
                 new_id, new_etag = self.adapter.applied(action, reply) if reply.status < 300 else (None, None)
                 if action == "create" and new_id is None:
                     raise GaveUp(f"{reply.status} answer without an id", ambiguous=True)
-                self._succeeded(key_hash, action, content_hash, new_id or target_id, new_etag)
+                self._succeeded(key_hash, action, content_hash, new_id or target_id, new_etag, cause)
             else:
-                cause = _cause(reply, payload)
+                error = _cause(reply, payload)
                 held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
-                self._failed(key_hash, action, cause, *held, "failed", content_hash or ledger.WITHDRAWN)
+                self._failed(key_hash, action, error, *held, "failed", content_hash or ledger.WITHDRAWN)
         except GaveUp as exc:
             if action == "create":
                 # Maybe applied: stays pending for the next run's lookup. Certainly not: planned afresh.
-                status = "pending" if exc.ambiguous else "failed"
-                self._failed(
-                    key_hash, action, exc.cause, content_hash if exc.ambiguous else None, None, None, status
-                )
+                if exc.ambiguous:
+                    self._failed(
+                        key_hash, action, exc.cause, content_hash, None, None, "pending", None, lookup_key
+                    )
+                else:
+                    self._failed(key_hash, action, exc.cause, None, None, None, "failed")
             else:
                 self._failed(key_hash, action, exc.cause, held_hash, target_id, etag, "failed")
         except Exception as exc:  # an adapter bug or an unreadable answer: one record fails, not the run
             held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
             self._failed(key_hash, action, f"client error {type(exc).__name__}", *held, "failed")
 
-    def _succeeded(self, key_hash, action, content_hash, target_id, etag) -> None:
+    def _succeeded(self, key_hash, action, content_hash, target_id, etag, cause=None) -> None:
         counts = self.result.counts
         counts["sent"] += 1
         counts[{"create": "created", "update": "updated", "delete": "deleted"}[action]] += 1
+        if cause and self.fixes is not None:
+            self.fixes[cause] += 1
         if action == "delete":
             self._record(key_hash, None, None, None, "deleted", action, None)
         else:
             self._record(key_hash, content_hash, target_id, etag, "sent", action, None)
 
-    def _failed(self, key_hash, action, cause, content_hash, target_id, etag, status, rejected=None) -> None:
-        self.result.counts["failed"] += 1
+    def _failed(
+        self, key_hash, action, cause, content_hash, target_id, etag, status, rejected=None, lookup_key=None
+    ) -> None:
+        # `pending`: the outcome is unknown (the next run looks it up); `failed`: it certainly failed
+        self.result.counts["pending" if status == "pending" else "failed"] += 1
+        if self.fixes is not None:
+            self.fixes["failed"] += 1
         self.result.errors[f"{action}: {cause}"] += 1
-        self._record(key_hash, content_hash, target_id, etag, status, action, cause, rejected)
+        self._record(key_hash, content_hash, target_id, etag, status, action, cause, rejected, lookup_key)
 
     # --- the ledger ------------------------------------------------------------------------------------
-    def _record(self, key_hash, content_hash, target_id, etag, status, action, error, rejected=None) -> None:
-        self.buffer.append((key_hash, content_hash, target_id, etag, status, action, error, rejected))
+    def _record(
+        self, key_hash, content_hash, target_id, etag, status, action, error, rejected=None, lookup_key=None
+    ) -> None:
+        if key_hash is None:  # an object the ledger does not know: nothing to record
+            return
+        row = (key_hash, content_hash, target_id, etag, status, action, error, rejected, lookup_key)
+        self.buffer.append(row)
         if len(self.buffer) >= self.batch_size:
             self._flush()
 

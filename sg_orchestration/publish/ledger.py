@@ -1,8 +1,11 @@
 """The publish ledger (`ops.publish_ledger`): what each target holds, per district, resource and record.
 
-Records are known only by the md5 of their natural key (`key_hash`) and of their payload
-(`content_hash`); the ledger never holds a key or a payload. The plan is one SQL diff of the desired
-state against the ledger, so an unchanged run costs one query and no per-record Python work.
+Records are known by the md5 of their natural key (`key_hash`) and of their payload (`content_hash`);
+the ledger never holds a payload, and holds a natural key (`lookup_key`, e.g. Qmlativ's SourceDocumentID,
+the SameGoal document id) only while a create is `pending`: the next run must be able to look the record
+up in the target even when it has been withdrawn from the desired state meanwhile. It is cleared once the
+create is resolved. The plan is one SQL diff of the desired state against the ledger, so an unchanged run
+costs one query and no per-record Python work.
 
 `last_status`: `sent` (the target holds `content_hash` as `target_id`), `pending` (a create was about to
 be sent and its outcome is unknown: resolved by a lookup at the start of the next run), `failed` (the
@@ -28,12 +31,15 @@ create table if not exists ops.publish_ledger (
     target_id varchar,
     etag varchar,
     last_status varchar not null,      -- sent | pending | failed | deleted
-    last_action varchar,               -- create | update | delete | resolve
+    last_action varchar,               -- create | update | delete | resolve | resync
     last_error varchar,                -- HTTP status and a short message: never record contents
     rejected_hash varchar,             -- content (or `withdrawn`) the target refused with a 4xx
     updated_at timestamptz not null,
+    lookup_key varchar,                -- the natural key, only while `pending`: how the create is found
     primary key (district_id, target, resource, key_hash)
 );
+-- ledgers created before `lookup_key` existed
+alter table ops.publish_ledger add column if not exists lookup_key varchar;
 """
 
 ACTIONS = ("create", "update", "delete")
@@ -48,9 +54,11 @@ LEDGER_COLUMNS = (
     "last_action",
     "last_error",
     "rejected_hash",
+    "lookup_key",
 )
+DESIRED_COLUMNS = ("key_hash", "content_hash", "payload", "lookup_key")
 
-Desired = str | duckdb.DuckDBPyRelation | Iterable[tuple[str, str, str]]
+Desired = str | duckdb.DuckDBPyRelation | Iterable[tuple[str, str, str | None, str | None]]
 
 
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
@@ -58,25 +66,33 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
 
 
 def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
-    """Evaluate the desired state once into the temp table `publish_desired(key_hash, content_hash, payload)`:
-    the plan and the pending lookups read it several times, and a query over views is not cheap.
+    """Evaluate the desired state once into the temp table
+    `publish_desired(key_hash, content_hash, payload, lookup_key)`: the plan, the pending lookups and the
+    resync read it several times, and a query over views is not cheap.
 
     `desired` is a SQL query or table name, a relation of this connection, or (key_hash, content_hash,
-    payload JSON) tuples.
+    payload JSON, lookup_key) tuples. `lookup_key` is the record's natural key as the target knows it (what
+    `Adapter.lookup` and `Adapter.natural_key` use); `key_hash` is usually its md5. A row whose payload is
+    null is held back: what the target holds for it stays as it is.
     """
     if isinstance(desired, duckdb.DuckDBPyRelation):
         desired = desired.sql_query()
     if not isinstance(desired, str):
         rows = list(desired)
-        columns = list(zip(*rows, strict=True)) if rows else [[], [], []]
-        names = ("key_hash", "content_hash", "payload")
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in DESIRED_COLUMNS]
         con.register(
             "publish_desired_rows",
-            pa.table({n: pa.array(c, pa.string()) for n, c in zip(names, columns, strict=True)}),
+            pa.table({n: pa.array(c, pa.string()) for n, c in zip(DESIRED_COLUMNS, columns, strict=True)}),
         )
         desired = "publish_desired_rows"
-    query = desired if " " in desired.strip() else f"select key_hash, content_hash, payload from {desired}"
-    con.execute(f"create or replace temp table publish_desired as {query}")
+    names = ", ".join(DESIRED_COLUMNS)
+    query = desired if " " in desired.strip() else f"select {names} from {desired}"
+    con.execute(f"create or replace temp table publish_desired as select {names} from ({query})")
+    keyless = con.execute(
+        "select count(*) from publish_desired where payload is not null and lookup_key is null"
+    ).fetchall()[0][0]
+    if keyless:
+        raise ValueError(f"the desired state has {keyless} records without a lookup_key")
 
 
 def plan(
@@ -84,12 +100,14 @@ def plan(
 ) -> dict[str, int]:
     """Diff `publish_desired` against the ledger into the temp table `publish_plan`; counts per action.
 
-    `publish_plan(seq, key_hash, action, content_hash, payload, target_id, etag, held_hash)`: one row per
-    request to send. The counts also give `unchanged`, `skipped` (content the target refused before, not
+    `publish_plan(seq, key_hash, action, content_hash, payload, target_id, etag, held_hash, lookup_key)`:
+    one row per request to send. The counts also give `unchanged`, `skipped` (content the target refused before, not
     re-sent until it changes, unless `retry_rejected`) and `pending` (creates of a killed run that could
     not be looked up yet: never re-created blindly).
     """
-    duplicates = con.execute("select count(*) - count(distinct key_hash) from publish_desired").fetchone()[0]
+    duplicates = con.execute("select count(*) - count(distinct key_hash) from publish_desired").fetchall()[0][
+        0
+    ]
     if duplicates:
         raise ValueError(f"the desired state has {duplicates} duplicate key hashes")
     con.execute(
@@ -106,11 +124,12 @@ def plan(
                     else 'update'
                 end as action,
                 d.content_hash, d.payload::varchar as payload, l.target_id, l.etag,
-                l.content_hash as held_hash,
+                l.content_hash as held_hash, d.lookup_key,
                 case
                     when l.last_status = 'pending' then 'pending'
                     when d.key_hash is not null and l.target_id is not null and l.content_hash = d.content_hash
                         then 'unchanged'
+                    when d.key_hash is not null and d.payload is null then 'held'
                     when not $retry and l.rejected_hash is not distinct from coalesce(d.content_hash, '{WITHDRAWN}')
                         then 'skipped'
                 end as hold
@@ -122,13 +141,23 @@ def plan(
         """,
         {"d": district_id, "t": target, "r": resource, "retry": retry_rejected},
     )
-    counts = dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending"), 0)
+    counts = dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending", "held"), 0)
+
     for action, n in con.execute(
         f"select coalesce(hold, action), count(*) from {PLAN_TABLE} group by 1"
     ).fetchall():
         counts[action] += n
     con.execute(f"delete from {PLAN_TABLE} where hold is not null")
     return counts
+
+
+def held(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str) -> int:
+    """How many records the ledger says the target holds for the resource (those with a target id)."""
+    return con.execute(
+        "select count(*) from ops.publish_ledger where district_id = ? and target = ? and resource = ? "
+        "and target_id is not null",
+        [district_id, target, resource],
+    ).fetchall()[0][0]
 
 
 def write(
@@ -160,4 +189,4 @@ def forget(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resour
             "delete from ops.publish_ledger where district_id = ? and target = ? and resource = ? "
             "and list_contains(?, key_hash)",
             [district_id, target, resource, keys],
-        )
+        ).fetchall()  # DuckDB refuses to register a table while a statement's result is unread

@@ -1,12 +1,16 @@
 """Qmlativ state-reporting writeback (seed 000, SPEC §4.1): one resource per screen, sent by the engine.
 
 create `PUT /Generic/{EntityID}/{Module}/{Object}` with `{"DataObject": {...}}`; update `POST .../{ID}`;
-delete `DELETE .../{ID}`; a create whose answer was lost is found again by its SourceDocumentID.
+delete `DELETE .../{ID}`; a create whose answer was lost is found again by its SourceDocumentID (the
+SameGoal document id: the records' natural key). A resync pages the screen's objects
+(`GET .../{Object}/{page}/{pageSize}`); those carrying a SourceDocumentID are ours.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import hashlib
 import json
 import time
 import weakref
@@ -18,14 +22,36 @@ import aiohttp
 from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.config import QMLATIV_FIELDS, District, secret
-from sg_orchestration.publish.engine import PublishResult, publish
-from sg_orchestration.publish.sender import Reply, Request
+from sg_orchestration.publish.engine import (
+    DeleteGuard,
+    PublishResult,
+    ResyncResult,
+    deletes_confirmed,
+    publish,
+    resync,
+)
+from sg_orchestration.publish.sender import Reply, Request, RetryPolicy
 from sg_orchestration.transform.staging import mart_name
 from sg_orchestration.warehouse import connect
 
 TARGET = "qmlativ"
 FORMS = SAMEGOAL_SOURCES
 EXPIRY_WARNING_DAYS = 30
+NATURAL_KEY = "SourceDocumentID"
+LIST_PAGE_SIZE = 1000  # the Generic API's largest page
+
+
+def basic_authorization(key: str, secret_value: str) -> str:
+    """The `Authorization` header value for HTTP Basic key:secret."""
+    encode = getattr(aiohttp, "encode_basic_auth", None)  # aiohttp >= 3.13
+    if encode is not None:
+        return encode(key, secret_value)
+    return "Basic " + base64.b64encode(f"{key}:{secret_value}".encode()).decode("ascii")
+
+
+def payload_fields(table: str) -> tuple[str, ...]:
+    """The Qmlativ fields the writeback sends for a screen, in payload order."""
+    return ("StudentID", NATURAL_KEY, *QMLATIV_FIELDS[table].values())
 
 
 class QmlativTokens:
@@ -34,7 +60,7 @@ class QmlativTokens:
 
     def __init__(self, base_url: str, key: str, secret_value: str):
         self._url = f"{base_url.rstrip('/')}/oauth/token"
-        self._auth = aiohttp.BasicAuth(key, secret_value)
+        self._auth = {"Authorization": basic_authorization(key, secret_value)}
         self._token: str | None = None
         self._expires_at = 0.0
         self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
@@ -47,7 +73,7 @@ class QmlativTokens:
                 async with (
                     aiohttp.ClientSession() as session,
                     session.get(
-                        self._url, params={"grant_type": "client_credentials"}, auth=self._auth
+                        self._url, params={"grant_type": "client_credentials"}, headers=self._auth
                     ) as reply,
                 ):
                     if reply.status != 200:
@@ -65,6 +91,7 @@ class QmlativAdapter:
     entity_id: int
     module: str
     obj: str
+    fields: tuple[str, ...] = ()  # what the writeback sends: what a resync compares (`fingerprint`)
 
     @property
     def path(self) -> str:
@@ -80,14 +107,32 @@ class QmlativAdapter:
     def applied(self, action: str, reply: Reply) -> tuple[str | None, str | None]:
         return (str(json.loads(reply.body)["ID"]) if action == "create" else None), None
 
-    def lookup(self, payload: dict) -> Request:
-        return Request(
-            "GET", f"{self.path}/1/1", params={"SourceDocumentID": str(payload["SourceDocumentID"])}
-        )
+    def lookup(self, natural_key: str) -> Request:
+        return Request("GET", f"{self.path}/1/1", params={NATURAL_KEY: natural_key})
 
     def found(self, reply: Reply) -> str | None:
         objects = json.loads(reply.body).get("Objects") or []
         return str(objects[0][f"{self.obj}ID"]) if objects else None
+
+    # --- resync: page through the screen's objects --------------------------------------------------
+    def listing(self, cursor: int | None) -> Request:
+        return Request("GET", f"{self.path}/{cursor or 1}/{LIST_PAGE_SIZE}")
+
+    def listed(self, cursor: int | None, reply: Reply) -> tuple[list[dict], int | None]:
+        body = json.loads(reply.body)
+        paging = body.get("Paging") or {}
+        return list(body.get("Objects") or []), ((cursor or 1) + 1 if paging.get("Next") else None)
+
+    def object_id(self, obj: dict) -> str:
+        return str(obj[f"{self.obj}ID"])
+
+    def natural_key(self, obj: dict) -> str | None:
+        value = obj.get(NATURAL_KEY)
+        return None if value is None or str(value).strip() == "" else str(value)
+
+    def fingerprint(self, record: dict) -> str:
+        values = {f: record.get(f) for f in self.fields}
+        return hashlib.md5(json.dumps(values, sort_keys=True, default=str).encode()).hexdigest()
 
 
 def desired_sql(form: Source, district_id: str) -> str:
@@ -96,76 +141,141 @@ def desired_sql(form: Source, district_id: str) -> str:
     A record that failed validation is held back: never sent, and what Qmlativ already holds for it stays
     as it is (it keeps its ledger content, so it is neither updated nor deleted) until the source is fixed.
     """
-    fields = ["StudentID", "SourceDocumentID", *QMLATIV_FIELDS[form.table].values()]
+    fields = payload_fields(form.table)
     payload = "to_json({" + ", ".join(f"'{f}': \"{f}\"" for f in fields) + "})::varchar"
-    held = (
-        f"select record_key_hash from ops.error_log where district_id = '{district_id}' "
-        f"and stage = 'validate' and target = 'qmlativ/{form.table}' and resolved_at is null"
-    )
     return f"""
         with mart as (
-            select md5(document_id) as key_hash, {payload} as payload
+            select md5(document_id) as key_hash, {payload} as payload, document_id as lookup_key
             from marts.{mart_name(form)} where district_id = '{district_id}'
+        ), held as (
+            select distinct record_key_hash as key_hash from ops.error_log
+            where district_id = '{district_id}' and stage = 'validate' and target = 'qmlativ/{form.table}'
+              and resolved_at is null
+        ), ledger as (
+            select key_hash, content_hash from ops.publish_ledger
+            where district_id = '{district_id}' and target = '{TARGET}' and resource = '{form.table}'
+              and target_id is not null
         )
-        select key_hash, md5(payload) as content_hash, payload from mart where key_hash not in ({held})
-        union all
-        select l.key_hash, l.content_hash, null from ops.publish_ledger l
-        where l.district_id = '{district_id}' and l.target = '{TARGET}' and l.resource = '{form.table}'
-          and l.last_status = 'sent' and l.key_hash in ({held}) and l.key_hash in (select key_hash from mart)
+        select m.key_hash,
+            if(h.key_hash is null, md5(m.payload), l.content_hash) as content_hash,
+            if(h.key_hash is null, m.payload, null) as payload,
+            m.lookup_key
+        from mart m left join held h using (key_hash) left join ledger l using (key_hash)
     """
 
 
-def publish_writeback(
-    district: District, dry_run: bool = False, concurrency: int = 32
-) -> list[PublishResult]:
+def _tokens(district: District) -> QmlativTokens:
     cfg = district.qmlativ
     assert cfg and cfg.base_url, "the Qmlativ writeback needs qmlativ.base_url"
-    tokens = QmlativTokens(
+    return QmlativTokens(
         cfg.base_url,
         secret(cfg.client_key_env, purpose="Qmlativ client key"),
         secret(cfg.client_secret_env, purpose="Qmlativ client secret"),
     )
-    results = []
-    for form in FORMS:
-        names = cfg.objects[form.table]
-        results.append(
-            publish(
-                connect,
-                district.id,
-                TARGET,
-                form.table,
-                desired_sql(form, district.id),
-                QmlativAdapter(cfg.entity_id, names.module, names.object),
-                cfg.base_url,
-                tokens,
-                concurrency=concurrency,
-                dry_run=dry_run,
-            )
+
+
+def adapter(district: District, form: Source) -> QmlativAdapter:
+    names = district.qmlativ.objects[form.table]
+    return QmlativAdapter(district.qmlativ.entity_id, names.module, names.object, payload_fields(form.table))
+
+
+def delete_guard(district: District, form: Source, confirm_deletes: str | None) -> DeleteGuard:
+    """The district's mass-delete guard for a screen; `confirm_deletes`: the `sg/confirm_deletes` tag."""
+    guards = district.publish
+    return DeleteGuard(
+        guards.max_delete_share,
+        guards.min_deletes_guarded,
+        confirmed=deletes_confirmed(confirm_deletes, TARGET, form.table),
+    )
+
+
+def publish_writeback(
+    district: District,
+    dry_run: bool = False,
+    concurrency: int = 32,
+    *,
+    confirm_deletes: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[PublishResult]:
+    """Every screen's changes; a screen whose plan the mass-delete guard refuses sends nothing (its
+    result's `refusal` says why) while the others publish."""
+    return _each_screen(publish, district, dry_run, concurrency, confirm_deletes, retry)
+
+
+def resync_writeback(
+    district: District,
+    dry_run: bool = False,
+    concurrency: int = 32,
+    *,
+    confirm_deletes: str | None = None,
+    retry: RetryPolicy | None = None,
+) -> list[ResyncResult]:
+    """Reconcile every screen with what Qmlativ holds (`engine.resync`)."""
+    return _each_screen(resync, district, dry_run, concurrency, confirm_deletes, retry)
+
+
+def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_deletes, retry) -> list:
+    tokens = _tokens(district)
+    results = [
+        engine_call(
+            connect,
+            district.id,
+            TARGET,
+            form.table,
+            desired_sql(form, district.id),
+            adapter(district, form),
+            district.qmlativ.base_url,
+            tokens,
+            concurrency=concurrency,
+            dry_run=dry_run,
+            retry=retry,
+            guard=delete_guard(district, form, confirm_deletes),
         )
+        for form in FORMS
+    ]
     if not dry_run:
         with connect() as con:
             record_publish_errors(con, district.id)
     return results
 
 
-PUBLISH_FIX = (
-    "Qmlativ refused the record: correct it at the source (SameGoal) or in the code tables; it is sent "
-    "again on the next run once it changes."
-)
+# The fix for a record that did not reach Qmlativ, by cause (ops.error_log `fix`).
+PUBLISH_FIXES = {
+    "refused": "Qmlativ refused the record (a 4xx answer): correct it at the source (SameGoal) or in the "
+    "code tables; it is sent again on the next run once it changes.",
+    "access": "Qmlativ refused the Integration Access (401/403): check the key, the secret and the "
+    "access's rights in Qmlativ; the record is sent on the next run once access works.",
+    "transient": "Qmlativ did not answer or kept failing (timeouts, 5xx, 429) until the run gave up: "
+    "nothing to correct, it is retried automatically on the next run.",
+    "lookup": "A create was sent but its answer was lost and Qmlativ could not be asked whether it was "
+    "applied: it is looked up on the next run automatically (never created twice).",
+    "gone": "The record is no longer in Qmlativ (deleted there by hand): the resync job sends it again "
+    "(launch `resync` for the district, or wait for its scheduled resync).",
+}
 
 
 def record_publish_errors(con, district_id: str) -> None:
-    """The ledger's refused and failed records as ops.error_log rows (stage `publish`), resolved once sent."""
+    """The ledger's refused, failed and unresolved pending records as ops.error_log rows (stage `publish`),
+    resolved once sent; the fix follows the cause (`PUBLISH_FIXES`)."""
     con.execute(
         f"""
         create or replace temp table _sg_refused as
         select '{TARGET}/' || resource as target, key_hash as record_key_hash, null as field, null as value,
-            last_error as cause, ? as fix, 'Qmlativ ' || coalesce(last_action, '') as location,
-            null::bigint as load_id
+            coalesce(last_error, 'the last request failed') as cause,
+            case
+                when last_status = 'pending' then $lookup
+                when rejected_hash is not null and (last_error like '401%' or last_error like '403%')
+                    then $access
+                when last_action = 'update' and (last_error like '404%' or last_error like '410%') then $gone
+                when rejected_hash is not null then $refused
+                else $transient
+            end as fix,
+            'Qmlativ ' || coalesce(last_action, '') as location, null::bigint as load_id
         from ops.publish_ledger
-        where district_id = ? and target = '{TARGET}' and last_status = 'failed'
+        where district_id = $d and target = '{TARGET}'
+          and (last_status = 'failed' or (last_status = 'pending' and last_error is not null))
         """,
-        [PUBLISH_FIX, district_id],
+        {"d": district_id, **PUBLISH_FIXES},
     )
     error_log.sync(con, district_id, "publish", "_sg_refused", scope=f"e.target like '{TARGET}/%'")
 
