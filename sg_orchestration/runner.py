@@ -14,8 +14,6 @@ from sg_orchestration.paths import PROJECT_ROOT, state_dir
 
 PID_TAG = "sg/pid"
 HOST_TAG = "sg/host"
-ACCEPT_SHRINK_TAG = "sg/accept_shrink"
-CONFIRM_DELETES_TAG = "sg/confirm_deletes"
 
 
 def project_instance():
@@ -69,7 +67,9 @@ def run_district(
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
     from sg_orchestration.definitions import defs
+    from sg_orchestration.ingest.assets import ACCEPT_SHRINK_TAG
     from sg_orchestration.publish.assets import DRY_RUN_TAG
+    from sg_orchestration.publish.engine import CONFIRM_DELETES_TAG
     from sg_orchestration.summary import collect, render
     from sg_orchestration.warehouse import run_lock
 

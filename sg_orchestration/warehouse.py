@@ -36,7 +36,7 @@ create table if not exists ops.loads (
     rows_read bigint,
     rows_added bigint,
     rows_with_errors bigint,
-    status varchar not null            -- loaded | unchanged | failed
+    status varchar not null            -- loaded | unchanged | held | failed
 );
 create table if not exists ops.cursors (
     district_id varchar not null,

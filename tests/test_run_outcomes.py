@@ -197,3 +197,22 @@ def test_an_error_the_cli_does_not_handle_ends_in_one_line_with_the_cause_and_th
     assert "RuntimeError: the warehouse disk is full" in err
     log = Path(err.rsplit("details: ", 1)[1].rstrip(")"))
     assert log.is_file() and "Traceback" in log.read_text()
+
+
+def test_the_result_is_ok_only_when_every_input_was_applied_and_every_record_is_in_its_target():
+    from sg_orchestration.summary import AssetLine, Summary
+
+    def summary(**assets) -> Summary:
+        lines = {name: AssetLine(name, metadata) for name, metadata in assets.items()}
+        return Summary(True, lines, failures={}, targets={}, open_errors=[])
+
+    published = {"incomplete": 0, "disability/created": 3}
+    assert summary(**{"publish/qmlativ_writeback": published}).result == "OK"
+    left = {"incomplete": 2, "disability/failed": 1, "disability/pending": 1}
+    assert summary(**{"publish/qmlativ_writeback": left}).result == "INCOMPLETE"
+    assert summary(**{"publish/qmlativ_writeback": {**left, "dry_run": True}}).result == "OK"
+    held = {"raw/campus__enrollments": {"status": "held"}, "publish/qmlativ_writeback": published}
+    assert summary(**held).result == "INCOMPLETE"
+    failed = summary(**{"publish/qmlativ_writeback": published})
+    failed.failures["raw/powerschool__students"] = "missing column"
+    assert failed.result == "FAILED" and not failed.ok

@@ -1,14 +1,22 @@
-"""One ingest asset per catalog source, partitioned by district, each with its pandera check."""
+"""One ingest asset per catalog source, partitioned by district, each with its pandera check.
+
+A file that cannot be used fails the asset with a one-line `dagster.Failure` (file and problem; the
+details are in `ops.error_log`). A held snapshot (only a header, or sharply shrunk) materializes with
+status `held` and a failing WARN check, so downstream runs on the last good load.
+"""
 
 import dagster as dg
 
 from sg_orchestration.catalog import SOURCES, Source
 from sg_orchestration.config import current_districts
 from sg_orchestration.ingest.pipeline import ingest_source, transport
+from sg_orchestration.ingest.readers import SourceFileError
 from sg_orchestration.partitions import DISTRICTS
 from sg_orchestration.warehouse import WAREHOUSE_POOL
 
 CHECK = "raw_schema"
+APPLIED_CHECK = "load_applied"
+ACCEPT_SHRINK_TAG = "sg/accept_shrink"  # `all` or source names, comma-separated (CLI --accept-shrink)
 
 
 def ingest_key(source: Source) -> dg.AssetKey:
@@ -35,18 +43,36 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
                 CHECK,
                 asset=key,
                 description="pandera: every field of this load has its catalog type; required keys are present.",
-            )
+            ),
+            dg.AssetCheckSpec(
+                APPLIED_CHECK,
+                asset=key,
+                description="The load was applied: not held back as a header-only or sharply shrunk snapshot "
+                "(accept one with the run tag sg/accept_shrink).",
+            ),
         ],
         metadata={"dagster/table_name": f"raw.{source.name}"},
     )
     def _ingest(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
         district = current_districts().get(context.partition_key)
-        result, failures = ingest_source(source, district)
+        try:
+            result, failures = ingest_source(
+                source, district, accept_shrink=context.run.tags.get(ACCEPT_SHRINK_TAG)
+            )
+        except SourceFileError as exc:  # recorded: a failed load and its ops.error_log row
+            context.log.error(f"{source.name}: {exc.cause}")
+            raise dg.Failure(
+                description=exc.cause,
+                metadata={"status": "failed", "cause": exc.cause, "rows_read": exc.rows_read},
+            ) from None
         if result is None:
             context.log.info(f"{source.name}: not configured for this district")
             return dg.MaterializeResult(
                 metadata={"configured": False},
-                check_results=[dg.AssetCheckResult(passed=True, metadata={"configured": False})],
+                check_results=[
+                    dg.AssetCheckResult(check_name=name, passed=True, metadata={"configured": False})
+                    for name in (CHECK, APPLIED_CHECK)
+                ],
             )
         metadata = {**result.metadata, "configured": True, "transport": transport(source, district)}
         if result.errors_by_field:
@@ -57,7 +83,16 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
             f"{source.name}: {result.status}, {result.rows_read} read, {result.rows_added} added, "
             f"{result.rows_with_errors} with errors"
         )
+        if result.status == "held":
+            context.log.warning(f"{source.name}: {result.cause}")
+        applied = dg.AssetCheckResult(
+            check_name=APPLIED_CHECK,
+            passed=result.status != "held",
+            severity=dg.AssetCheckSeverity.WARN,
+            metadata={"status": result.status, "cause": result.cause or "none"},
+        )
         check = dg.AssetCheckResult(
+            check_name=CHECK,
             passed=not failures,
             severity=dg.AssetCheckSeverity.WARN,
             metadata={
@@ -65,7 +100,7 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
                 "failures": dg.MetadataValue.md(_markdown(failures) if failures else "none"),
             },
         )
-        return dg.MaterializeResult(metadata=metadata, check_results=[check])
+        return dg.MaterializeResult(metadata=metadata, check_results=[check, applied])
 
     return _ingest
 

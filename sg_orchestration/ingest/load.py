@@ -5,10 +5,17 @@ Two load modes (catalog `Source.mode`):
 - `snapshot`: the file or API read is the whole current state. Unchanged content (same digest as the last
   load) adds nothing; changed content is appended whole under a new load id, and staging reads the latest.
 - `documents`: every row is a document version; only rows never seen before (by row hash) are appended.
+
+Failures stay contained: a bad field or row is kept with its reason (`_error`) and logged; two rows with
+the same key but different content in one load are both kept as errors; a whole file that cannot be used
+(`SourceFileError`) is recorded as a `failed` load, and a snapshot with only a header or far fewer rows
+than the last good load is `held` (not applied) until accepted. Either way one `ops.error_log` row names
+the file, it resolves once the source loads again, and the last good load stays current.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -23,32 +30,42 @@ from sg_orchestration.catalog import (
     Column,
     Source,
 )
-from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches
+from sg_orchestration.config import IngestGuards
+from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches, SourceFileError
 from sg_orchestration.warehouse import LOAD_COLUMNS, literal, quote, raw_table, raw_table_ddl
 
 STAGE = "_sg_stage"
 SEP = "chr(31)"
+# The record key of an error about a whole file or load, not one record (`_sync_load_finding`).
+FILE_KEY = hashlib.md5(b"file").hexdigest()
+# Characters no field may hold: C0 controls but tab, LF, CR; and DEL (an RE2 class).
+CONTROL_CHARACTERS = r"[\x00-\x08\x0B\x0C\x0E-\x1F\x7F]"
+CONTROL_CAUSE = "contains a control character (such as a NUL byte); only tab and line breaks are allowed"
 
 
 @dataclass
 class LoadResult:
     source: str
     load_id: int | None
-    status: str  # loaded | unchanged
+    status: str  # loaded | unchanged | held
     rows_read: int = 0
     rows_added: int = 0
     rows_with_errors: int = 0
     errors_by_field: Counter = field(default_factory=Counter)  # "field: cause" -> rows, never values
+    cause: str | None = None  # why a load is held: file, counts and threshold, never values
 
     @property
     def metadata(self) -> dict:
-        return {
+        metadata = {
             "status": self.status,
             "load_id": self.load_id or 0,
             "rows_read": self.rows_read,
             "rows_added": self.rows_added,
             "rows_with_errors": self.rows_with_errors,
         }
+        if self.cause:
+            metadata["cause"] = self.cause
+        return metadata
 
 
 def field_problem_sql(column: Column) -> str:
@@ -73,18 +90,23 @@ def field_problem_sql(column: Column) -> str:
     return f"case {' '.join(checks)} end"
 
 
-def _problems_sql(source: Source, encoding_errors: bool) -> str:
-    """A list of {field, cause} per row: the row's shape first; its fields only when the shape is right."""
+def _problems_sql(source: Source, encoding_errors: bool, control_characters: bool = True) -> str:
+    """A list of {field, cause} per row: the row's shape first; its fields only when the shape is right.
+    Control characters are looked for unless the reader found none in the whole file."""
     items = []
     for column in source.columns:
-        problem = field_problem_sql(column)
+        c = quote(column.name)
+        checks = []
+        if control_characters:
+            pattern = literal(CONTROL_CHARACTERS)
+            checks.append(f"case when regexp_matches({c}, {pattern}) then {literal(CONTROL_CAUSE)} end")
+        if (problem := field_problem_sql(column)) != "null":
+            checks.append(problem)
         if encoding_errors:
-            problem = (
-                f"coalesce({problem}, case when contains({quote(column.name)}, chr(65533)) "
-                "then 'not valid UTF-8' end)"
-            )
-        if problem != "null":
-            items.append(f"{{'field': {literal(column.name)}, 'cause': {problem}}}")
+            checks.append(f"case when contains({c}, chr(65533)) then 'not valid UTF-8' end")
+        if checks:
+            cause = checks[0] if len(checks) == 1 else f"coalesce({', '.join(checks)})"
+            items.append(f"{{'field': {literal(column.name)}, 'cause': {cause}}}")
     fields = f"list_filter([{', '.join(items)}], lambda p: p.cause is not null)" if items else "[]"
     return f"case when {REJECT} is not null then [{{'field': null, 'cause': {REJECT}}}] else {fields} end"
 
@@ -124,7 +146,12 @@ def load(
     source: Source,
     district_id: str,
     batches: Batches,
+    *,
+    guards: IngestGuards | None = None,
+    accept_shrink: bool = False,
 ) -> LoadResult:
+    """Load one read of a source. Raises `SourceFileError` (nothing applied) for a file refused while it
+    streams; the caller records it with `record_failure`."""
     con.execute(raw_table_ddl(source))
     table = raw_table(source)
     if (
@@ -135,6 +162,10 @@ def load(
         return _record_unchanged(con, source, district_id, batches)
 
     rows_read = _stage(con, batches)
+    if source.mode == "snapshot" and not accept_shrink:
+        held = _hold_cause(con, source, district_id, batches.origin, rows_read, guards or IngestGuards())
+        if held:
+            return _record_held(con, source, district_id, batches, rows_read, *held)
     if rows_read == 0:
         con.execute(f"create or replace temp table {STAGE} as select * from {table} where false")
     con.execute("begin")
@@ -156,10 +187,12 @@ def load(
             select *,
                 {_hash_sql(columns + [FIELDS])} as _row_hash,
                 {_hash_sql(key_columns)} as _key_hash,
-                {_problems_sql(source, batches.encoding_errors)} as _problems
+                {_problems_sql(source, batches.encoding_errors, batches.control_characters)} as _problems,
+                null::varchar as _conflict
             from {STAGE}
             """
         )
+        _mark_conflicts(con, source, key_columns)
         if source.mode == "snapshot" and batches.digest is None:
             digest = con.execute(
                 "select md5(coalesce(string_agg(_row_hash, ',' order by _row_hash), '')) from _sg_checked"
@@ -169,18 +202,25 @@ def load(
                 batches.digest = digest
                 return _record_unchanged(con, source, district_id, batches, rows_read)
             batches.digest = digest
+        error = (
+            "nullif(concat_ws('; ', array_to_string(list_transform(c._problems, "
+            "lambda p: coalesce(p.field || ': ', '') || p.cause), '; '), c._conflict), '')"
+        )
         new_rows = "true"
         if source.mode == "documents":
-            new_rows = f"_row_hash not in (select _row_hash from {table} where _district_id = {literal(district_id)})"
+            # A version never seen, or seen only with another verdict: a row kept as an error before
+            # (two versions in one load) is added again once it arrives clean.
+            new_rows = (
+                f"not exists (select 1 from {table} r where r._district_id = {literal(district_id)} "
+                f"and r._row_hash = c._row_hash and r._error is not distinct from {error})"
+            )
         target_cols = ", ".join([quote(c) for c in columns] + [name for name, _ in LOAD_COLUMNS])
         con.execute(
             f"""
             insert into {table} ({target_cols})
             select {", ".join(quote(c) for c in columns)},
-                {_extra_sql(extras)}, ?, ?, now(), ?, {ROW}, _row_hash, _key_hash,
-                nullif(array_to_string(list_transform(_problems,
-                    lambda p: coalesce(p.field || ': ', '') || p.cause), '; '), '')
-            from _sg_checked
+                {_extra_sql(extras)}, ?, ?, now(), ?, {ROW}, _row_hash, _key_hash, {error}
+            from _sg_checked c
             where {new_rows}
             qualify row_number() over (partition by _row_hash order by {ROW}) = 1
             """,
@@ -192,6 +232,143 @@ def load(
     except BaseException:
         con.execute("rollback")
         raise
+
+
+def _mark_conflicts(con, source: Source, key_columns: list[str]) -> None:
+    """Rows of this load sharing a key but not their content: `_conflict` says which fields differ, and
+    `_sg_conflicts` holds one row per such key. Exact duplicates are no conflict (one is kept)."""
+    others = [c for c in source.column_names if c not in key_columns]
+    # Rows whose shape is wrong have no key: they are errors already, and never a conflict.
+    readable = f"{REJECT} is null" + "".join(f" and {quote(k)} is not null" for k in key_columns)
+    if others:
+        con.execute(
+            f"""
+            create or replace temp table _sg_conflicts as
+            select _key_hash from _sg_checked where {readable}
+            group by _key_hash having min(_row_hash) <> max(_row_hash)
+            """
+        )
+    if not others or not con.execute("select count(*) from _sg_conflicts").fetchone()[0]:
+        con.execute(
+            "create or replace temp table _sg_conflicts (_key_hash varchar, versions bigint, "
+            "fields varchar[], source_rows bigint[])"
+        )
+        return
+    differing = ", ".join(
+        f"case when count(distinct coalesce({quote(c)}, chr(0))) > 1 then {literal(c)} end" for c in others
+    )
+    con.execute(
+        f"""
+        create or replace temp table _sg_conflicts as
+        select _key_hash, count(distinct _row_hash) as versions,
+            list_filter([{differing}], lambda f: f is not null) as fields,
+            list_sort(list(distinct {ROW})) as source_rows
+        from _sg_checked where {readable} and _key_hash in (select _key_hash from _sg_conflicts)
+        group by _key_hash
+        """
+    )
+    con.execute(
+        f"""
+        update _sg_checked c set _conflict = f.versions || ' rows in this load share this key ('
+            || {literal(", ".join(key_columns))} || ') but differ in ' || array_to_string(f.fields, ', ')
+        from _sg_conflicts f where c._key_hash = f._key_hash and c.{REJECT} is null
+        """
+    )
+
+
+def _last_good(con, source: Source, district_id: str) -> tuple[int, int] | None:
+    return con.execute(
+        "select load_id, rows_read from ops.loads where district_id = ? and source = ? and status = 'loaded' "
+        "order by load_id desc limit 1",
+        [district_id, source.name],
+    ).fetchone()
+
+
+def _hold_cause(
+    con, source: Source, district_id: str, origin: str, rows: int, guards: IngestGuards
+) -> tuple[str, str] | None:
+    """(cause, fix) when this snapshot has only a header, or far fewer rows than the last good load."""
+    last = _last_good(con, source, district_id)
+    if not last or not last[1]:
+        return None
+    last_id, last_rows = last
+    kept = f"held: the last good load ({last_rows:,} rows, load {last_id}) stays current"
+    if rows == 0:
+        nothing = "no records" if origin.startswith(("http://", "https://")) else "only a header, no rows"
+        cause = f"{origin}: {nothing}; {kept}"
+    elif last_rows >= guards.shrink_min_rows and rows < last_rows * (1 - guards.shrink_threshold_pct / 100):
+        drop = 100 * (last_rows - rows) / last_rows
+        cause = (
+            f"{origin}: {rows:,} rows, {drop:.0f}% fewer than the {last_rows:,} of the last good load, more "
+            f"than the {guards.shrink_threshold_pct:g}% allowed (districts.yaml ingest.shrink_threshold_pct); "
+            f"{kept}"
+        )
+    else:
+        return None
+    name = origin.rsplit("/", 1)[-1]
+    fix = (
+        f"if the smaller {name} is right, apply it: run again with `--accept-shrink {source.name}` (run tag "
+        f"sg/accept_shrink={source.name}); otherwise send the complete file"
+    )
+    return cause, fix
+
+
+def _record_held(
+    con, source: Source, district_id: str, batches: Batches, rows_read: int, cause: str, fix: str
+) -> LoadResult:
+    load_id = con.execute("select nextval('ops.load_id_seq')").fetchone()[0]
+    con.execute(
+        "insert into ops.loads values (?, ?, ?, ?, ?, now(), now(), ?, 0, 0, 'held')",
+        [load_id, district_id, source.name, batches.origin, batches.digest, rows_read],
+    )
+    location = batches.origin.rsplit("/", 1)[-1]
+    _sync_load_finding(con, source, district_id, load_id, (None, cause, fix, location))
+    return LoadResult(source.name, load_id, "held", rows_read=rows_read, cause=cause)
+
+
+def record_failure(con, source: Source, district_id: str, error: SourceFileError) -> int:
+    """A file refused whole: a `failed` load and one error-log row (resolved once the source loads)."""
+    con.execute(raw_table_ddl(source))
+    load_id = con.execute("select nextval('ops.load_id_seq')").fetchone()[0]
+    con.execute(
+        "insert into ops.loads values (?, ?, ?, ?, null, now(), now(), ?, 0, 0, 'failed')",
+        [load_id, district_id, source.name, error.path, error.rows_read],
+    )
+    finding = (error.field, error.cause, error.fix, error.location)
+    _sync_load_finding(con, source, district_id, load_id, finding)
+    return load_id
+
+
+def _sync_load_finding(con, source: Source, district_id: str, load_id: int, finding: tuple | None) -> None:
+    """The error about the whole file or load of this source, if any (field, cause, fix, location):
+    one open row while it lasts; it resolves when a load is applied or found unchanged."""
+    if (
+        not finding
+        and not con.execute(
+            "select count(*) from ops.error_log where district_id = ? and stage = 'ingest' and target = ? "
+            "and record_key_hash = ? and resolved_at is null",
+            [district_id, source.name, FILE_KEY],
+        ).fetchone()[0]
+    ):
+        return  # nothing open, nothing found
+    con.execute(
+        "create or replace temp table _sg_load_findings (target varchar, record_key_hash varchar, "
+        "field varchar, value varchar, cause varchar, fix varchar, location varchar, load_id bigint)"
+    )
+    if finding:
+        field_name, cause, fix, location = finding
+        con.execute(
+            "insert into _sg_load_findings values (?, ?, ?, null, ?, ?, ?, ?)",
+            [source.name, FILE_KEY, field_name, cause, fix, location, load_id],
+        )
+    error_log.sync(
+        con,
+        district_id,
+        "ingest",
+        "_sg_load_findings",
+        scope="e.target = ? and e.record_key_hash = ?",
+        scope_params=(source.name, FILE_KEY),
+    )
 
 
 def _last_digest(con, source: Source, district_id: str) -> str | None:
@@ -211,6 +388,7 @@ def _record_unchanged(
         "insert into ops.loads values (?, ?, ?, ?, ?, now(), now(), ?, 0, 0, 'unchanged')",
         [load_id, district_id, source.name, batches.origin, batches.digest, rows_read],
     )
+    _sync_load_finding(con, source, district_id, load_id, None)
     return LoadResult(source.name, load_id, "unchanged", rows_read=rows_read)
 
 
@@ -229,17 +407,24 @@ def _log_errors(con, source: Source, district_id: str, load_id: int, origin: str
                 || {ROW} || ' and send the file again' as fix,
             {file_name} || ' row ' || {ROW} as location, {load_id} as load_id
         from (select *, unnest(_problems) as p from _sg_checked where len(_problems) > 0)
+        union all
+        select {literal(source.name)}, _key_hash, f, null, versions || ' rows in this load share this key but '
+                || 'differ in ' || array_to_string(fields, ', '),
+            'correct the source so the key (' || {literal(", ".join(source.key))} || ') appears once in '
+                || {file_name} || ' (rows ' || array_to_string(source_rows[:10], ', ') || '), then send it again',
+            {file_name} || ' rows ' || array_to_string(source_rows[:10], ', '), {load_id}
+        from (select *, unnest(fields) as f from _sg_conflicts)
         """
     )
     # Snapshot: an error not in this load is fixed. Documents: fixed once a clean version arrives.
-    clean_version = "e.record_key_hash in (select _key_hash from _sg_checked where len(_problems) = 0)"
+    clean_version = "e.record_key_hash in (select _key_hash from _sg_checked where len(_problems) = 0 and _conflict is null)"
     error_log.sync(
         con,
         district_id,
         "ingest",
         "_sg_errors",
-        scope="e.target = ?",
-        scope_params=(source.name,),
+        scope="e.target = ? and e.record_key_hash <> ?",
+        scope_params=(source.name, FILE_KEY),
         resolve_only_if=clean_version if source.mode == "documents" else "true",
     )
     counts = Counter()
@@ -263,5 +448,6 @@ def _finish(con, source, district_id, load_id, batches, rows_read, added, errors
         "rows_with_errors = ?, status = 'loaded' where load_id = ?",
         [batches.digest, rows_read, added, bad_rows, load_id],
     )
+    _sync_load_finding(con, source, district_id, load_id, None)
     con.execute("commit")
     return LoadResult(source.name, load_id, "loaded", rows_read, added, bad_rows, errors)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
+
 from sg_orchestration.catalog import Source
-from sg_orchestration.config import District, secret
-from sg_orchestration.ingest.apis import QmlativClient, SameGoalClient
-from sg_orchestration.ingest.load import LoadResult, load
-from sg_orchestration.ingest.readers import Batches, read_csv, records_to_batches
+from sg_orchestration.config import ConfigError, District, secret
+from sg_orchestration.ingest.apis import QmlativClient, SameGoalClient, SourceApiError
+from sg_orchestration.ingest.load import LoadResult, load, record_failure
+from sg_orchestration.ingest.readers import Batches, SourceFileError, read_csv, records_to_batches
 from sg_orchestration.ingest.schemas import validate
 from sg_orchestration.warehouse import connect, raw_table
 
@@ -58,31 +60,88 @@ def _cursor(source: Source, district_id: str) -> str | None:
     return row[0] if row else None
 
 
-def ingest_source(source: Source, district: District) -> tuple[LoadResult | None, dict[str, int]]:
-    """Read one source for one district into raw; return the load and the pandera failure counts."""
+def shrink_accepted(accept_shrink: str | None, source: Source) -> bool:
+    """Whether the run tag `sg/accept_shrink` (`all`, or source names, comma-separated) names this source."""
+    names = {n.strip().removeprefix("raw/") for n in (accept_shrink or "").split(",")}
+    return "all" in names or source.name in names
+
+
+def _input_folder(source: Source, district: District) -> Path:
+    folder = Path(district.input_dir(source.input_dir_key))
+    if not folder.is_dir():
+        key = source.input_dir_key
+        raise SourceFileError(
+            folder / source.file,
+            f"input folder {folder} does not exist (inputs.{key} of district {district.id})",
+            f"create {folder} and have the {source.system} export write {source.file} there, or correct "
+            f"`inputs.{key}` of district {district.id} in districts.yaml",
+            location=source.file,
+        )
+    return folder
+
+
+def ingest_source(
+    source: Source, district: District, accept_shrink: str | None = None
+) -> tuple[LoadResult | None, dict[str, int]]:
+    """Read one source for one district into raw; return the load and the pandera failure counts.
+
+    A file that cannot be used raises `SourceFileError` after it is recorded (a `failed` load and one
+    `ops.error_log` row); a held snapshot returns a result with status `held`. `accept_shrink` is the run
+    tag `sg/accept_shrink`: the sources whose held snapshot is applied anyway."""
     how = transport(source, district)
     if how is None:
         return None, {}
     next_cursor = None
-    if how == "files":
-        batches = read_csv(source, Path(district.input_dir(source.input_dir_key)) / source.file)
-    elif source.system == "samegoal":
-        batches, next_cursor = _read_samegoal_api(source, district, _cursor(source, district.id))
-    else:
-        batches = _read_qmlativ_api(source, district)
-    with connect() as con:
-        result = load(con, source, district.id, batches)
-        if next_cursor:
-            con.execute(
-                "insert or replace into ops.cursors values (?, ?, ?, now())",
-                [district.id, source.name, next_cursor],
+    try:
+        if how == "files":
+            batches = read_csv(source, _input_folder(source, district) / source.file)
+        elif source.system == "samegoal":
+            batches, next_cursor = _read_samegoal_api(source, district, _cursor(source, district.id))
+        else:
+            batches = _read_qmlativ_api(source, district)
+        with connect() as con:
+            result = load(
+                con,
+                source,
+                district.id,
+                batches,
+                guards=district.ingest,
+                accept_shrink=shrink_accepted(accept_shrink, source),
             )
-        failures: dict[str, int] = {}
-        if result.rows_added:
-            columns = ", ".join(f'"{c}"' for c in source.column_names)
-            reader = con.sql(
-                f"select {columns} from {raw_table(source)} where _load_id = $load_id",
-                params={"load_id": result.load_id},
-            ).to_arrow_reader(VALIDATION_CHUNK_ROWS)
-            failures = validate(source, (batch.to_pandas() for batch in reader))
+            if next_cursor:
+                con.execute(
+                    "insert or replace into ops.cursors values (?, ?, ?, now())",
+                    [district.id, source.name, next_cursor],
+                )
+            failures: dict[str, int] = {}
+            if result.rows_added:
+                columns = ", ".join(f'"{c}"' for c in source.column_names)
+                reader = con.sql(
+                    f"select {columns} from {raw_table(source)} where _load_id = $load_id",
+                    params={"load_id": result.load_id},
+                ).to_arrow_reader(VALIDATION_CHUNK_ROWS)
+                failures = validate(source, (batch.to_pandas() for batch in reader))
+    except SourceFileError as exc:
+        with connect() as con:
+            record_failure(con, source, district.id, exc)
+        raise
+    except (SourceApiError, httpx.HTTPError, ConfigError) as exc:  # the API is down or refuses us
+        problem = _api_problem(source, district, exc)
+        with connect() as con:
+            record_failure(con, source, district.id, problem)
+        raise problem from exc
     return result, failures
+
+
+def _api_problem(source: Source, district: District, exc: Exception) -> SourceFileError:
+    """An API read that failed, recorded like a file that cannot be used: the last good load stays."""
+    cfg = district.samegoal if source.system == "samegoal" else district.qmlativ
+    where = f"{cfg.base_url.rstrip('/')} ({source.system} API, {source.table})"
+    cause = " ".join(str(exc).split()) or type(exc).__name__
+    return SourceFileError(
+        where,
+        f"could not be read: {cause}",
+        f"check that {cfg.base_url} is reachable and that the credentials named in districts.yaml are set "
+        "and valid; the next run reads it again",
+        location=f"{source.system} API",
+    )

@@ -12,10 +12,12 @@ import csv
 import hashlib
 import itertools
 import json
+import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -27,8 +29,41 @@ ROW = "_source_row"
 FIELDS = "_fields"
 
 
+# The csv module's own field limit would split a runaway quoted field at an arbitrary point and read on
+# from inside it; it is lifted so that our checks decide (`_csv_batches`), with these limits.
+csv.field_size_limit(sys.maxsize)
+MAX_FIELD_CHARS = 131_072  # a field longer than this is far past any real value: the row is unreadable
+RUNAWAY_LINES = 20  # a quoted field with this many line breaks (or one holding whole rows) is a runaway
+
+
 class SourceFileError(ValueError):
-    """A whole file that cannot be read (missing, no header, missing columns); names file and cause."""
+    """A whole file that cannot be used (missing, unreadable, empty, bad header, an unterminated quote).
+
+    `problem` says what is wrong (no student data), `fix` what to do; `str()` is `<path>: <problem>`.
+    `field` is the column concerned, if one is; `rows_read` how many records were read before refusing.
+    """
+
+    def __init__(
+        self,
+        path: Path | str,
+        problem: str,
+        fix: str,
+        field: str | None = None,
+        rows_read: int = 0,
+        location: str | None = None,
+    ):
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+        self.problem = problem
+        self.fix = fix
+        self.field = field
+        self.rows_read = rows_read
+        self.location = location or Path(path).name  # file name, or file and line
+
+    @property
+    def cause(self) -> str:
+        """One line naming the file and the problem."""
+        return " ".join(str(self).split())
 
 
 @dataclass
@@ -40,6 +75,7 @@ class Batches:
     extra_columns: list[str] = field(default_factory=list)
     batches: Iterable[pa.Table] = ()
     encoding_errors: bool = False
+    control_characters: bool = True  # may hold control characters: False only when a file has none
 
 
 def _table(columns: dict[str, list]) -> pa.Table:
@@ -77,12 +113,19 @@ def _nulls_for_blanks(values) -> pa.Array:
     return pc.if_else(pc.equal(array, ""), pa.scalar(None, pa.string()), array)
 
 
-def _sha256(path: Path) -> str:
+# C0 control bytes but tab, LF, CR; and DEL. In UTF-8 these bytes are never part of another character.
+_CONTROL_BYTES = [bytes([b]) for b in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)]
+
+
+def _sha256(path: Path) -> tuple[str, bool]:
+    """The file's digest, and whether it holds any control character (then the loader looks per field)."""
     digest = hashlib.sha256()
+    control = False
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
-    return digest.hexdigest()
+            control = control or any(b in chunk for b in _CONTROL_BYTES)  # memchr: cheap
+    return digest.hexdigest(), control
 
 
 class _DecodeErrors:
@@ -101,17 +144,42 @@ codecs.register_error(_DecodeErrors.name, _DecodeErrors.handle)
 
 
 def read_csv(source: Source, path: Path) -> Batches:
-    """Stream a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) as batches."""
+    """Stream a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) as batches.
+
+    A file that cannot be used at all raises `SourceFileError`, here for the header or while streaming
+    (an unterminated quote)."""
+    resend = f"and send {source.file} again"
+    if path.is_dir():
+        raise SourceFileError(
+            path, "is a folder, not a file", f"replace the folder {path} with the {source.file} export file"
+        )
     if not path.is_file():
-        raise SourceFileError(f"{path}: file not found (expected {source.file} for {source.name})")
+        raise SourceFileError(
+            path,
+            f"file not found (expected {source.file} for {source.name})",
+            f"put the {source.system} export {source.file} in {path.parent} (check that the export ran and "
+            "writes there), then run again",
+        )
     errors_before = _DecodeErrors.count  # before the first read: decoding runs ahead of the csv reader
-    handle = path.open(encoding="utf-8-sig", errors=_DecodeErrors.name, newline="")
-    reader = csv.reader(handle)
     try:
-        header = next(reader)
-    except StopIteration:
-        handle.close()
-        raise SourceFileError(f"{path}: empty file, expected a header row") from None
+        if path.stat().st_size == 0:
+            raise SourceFileError(
+                path,
+                "empty file (0 bytes): expected a header row and data",
+                f"check the export that writes {source.file}: it wrote nothing; {resend} with its header row",
+            )
+        handle = path.open(encoding="utf-8-sig", errors=_DecodeErrors.name, newline="")
+        reader = csv.reader(handle)
+        try:
+            header = next(reader)
+        except StopIteration:
+            handle.close()
+            raise SourceFileError(
+                path, "empty file, expected a header row", f"{resend} with its header row and data"
+            ) from None
+        digest, control = _sha256(path)
+    except OSError as exc:
+        raise _unreadable(path, exc) from None
     header = [h.strip() for h in header]
     missing = [c for c in source.column_names if c not in header]
     duplicated = sorted({h for h in header if header.count(h) > 1})
@@ -119,52 +187,173 @@ def read_csv(source: Source, path: Path) -> Batches:
         handle.close()
         if missing:
             raise SourceFileError(
-                f"{path}: missing column(s) {missing}; the header must name {list(source.column_names)}"
+                path,
+                f"missing column(s) {missing}; the header must name {list(source.column_names)}",
+                f"add the column(s) {', '.join(missing)} to the header of {source.file} {resend}",
+                field=", ".join(missing),
             )
-        raise SourceFileError(f"{path}: column(s) {duplicated} appear more than once in the header")
+        raise SourceFileError(
+            path,
+            f"column(s) {duplicated} appear more than once in the header",
+            f"keep one column named {', '.join(duplicated)} in the header of {source.file} {resend}",
+            field=", ".join(duplicated),
+        )
     extras = [h for h in header if h not in source.column_names]
-    batches = Batches(origin=str(path), digest=_sha256(path), extra_columns=extras)
+    batches = Batches(origin=str(path), digest=digest, extra_columns=extras, control_characters=control)
 
     def stream() -> Iterator[pa.Table]:
         with handle:
-            yield from _csv_batches(reader, header, source, extras)
+            try:
+                yield from _csv_batches(reader, header, source, extras, path)
+            except OSError as exc:
+                raise _unreadable(path, exc) from None
         batches.encoding_errors = _DecodeErrors.count > errors_before
 
     batches.batches = stream()
     return batches
 
 
-def _csv_batches(reader, header: list[str], source: Source, extras: list[str]) -> Iterator[pa.Table]:
+def _unreadable(path: Path, exc: OSError) -> SourceFileError:
+    return SourceFileError(
+        path,
+        f"cannot be read: {exc.strerror or type(exc).__name__}",
+        f"give the account that runs sg_orchestration read access to {path} (or replace the file), "
+        "then run again",
+    )
+
+
+def _line_breaks(text: str) -> int:
+    return text.count("\n") + text.count("\r") - text.count("\r\n")
+
+
+def _swallows_rows(text: str, width: int) -> bool:
+    """A line inside the field (after its first) with a whole row's commas: a record read into a field."""
+    return width >= 4 and any(line.count(",") >= width - 1 for line in text.splitlines()[1:])
+
+
+def _refuse_runaway_quote(
+    records: list[list[str]],
+    candidates: Iterable[int],
+    first_line: int,
+    header: list[str],
+    path: Path,
+    rows_before: int,
+):
+    """Raise when a field of these records spans many lines, is huge and spans any, or holds whole rows:
+    its quote opened and never closed where it should, so the file's next lines were read into it.
+    `candidates`: the (ascending) indices of the records with a line break in a field; the others span
+    one line each."""
+    extra_lines = 0  # line breaks inside the fields of the records before this one
+    for index in candidates:
+        record = records[index]
+        span = 0
+        for position, text in enumerate(record):
+            if "\n" not in text and "\r" not in text:
+                continue
+            breaks = _line_breaks(text)
+            if breaks >= RUNAWAY_LINES or len(text) > MAX_FIELD_CHARS or _swallows_rows(text, len(header)):
+                column = header[position] if position < len(header) else f"field {position + 1}"
+                opened = first_line + index + extra_lines + span
+                # A field running to the end of the file holds the file's last line break too.
+                lost = max(breaks - (1 if text.endswith(("\n", "\r")) else 0), 1)
+                raise SourceFileError(
+                    path,
+                    f"unterminated quote: the quoted `{column}` field opened on line {opened} does not close "
+                    f"where it should, so lines {opened + 1} to {opened + lost} (about {lost} rows) were read "
+                    "into it; the file is refused and the last good load stays current",
+                    f"close the quote in `{column}` on line {opened} of {path.name} (a quote inside a quoted "
+                    'value is written twice: "") and send the file again',
+                    field=column if position < len(header) else None,
+                    rows_read=rows_before + index,
+                    location=f"{path.name} line {opened}",
+                )
+            span += breaks
+        extra_lines += span
+
+
+def _multiline_records(table: pa.Table) -> list[int]:
+    """Indices of the records with a line break in any field (in `_fields` they are JSON-escaped)."""
+    mask = None
+    for name, column in zip(table.column_names, table.itercolumns(), strict=True):
+        if pa.types.is_string(column.type) and len(column):
+            for brk in ("\\n", "\\r") if name == FIELDS else ("\n", "\r"):
+                found = pc.fill_null(pc.match_substring(column, brk), False)
+                mask = found if mask is None else pc.or_(mask, found)
+    return [] if mask is None else pc.indices_nonzero(mask).to_pylist()
+
+
+def _longest(table: pa.Table) -> int:
+    """The longest value in the batch, in bytes, read off the string offsets (no compute kernel)."""
+    longest = 0
+    for column in table.itercolumns():
+        if not pa.types.is_string(column.type):
+            continue
+        for chunk in column.chunks:
+            if len(chunk):
+                offsets = np.frombuffer(chunk.buffers()[1], dtype=np.int32)
+                longest = max(
+                    longest, int(np.diff(offsets[chunk.offset : chunk.offset + len(chunk) + 1]).max())
+                )
+    return longest
+
+
+def _csv_batches(
+    reader, header: list[str], source: Source, extras: list[str], path: Path
+) -> Iterator[pa.Table]:
     names = list(source.column_names) + extras
     positions = [header.index(n) for n in names]
     width = len(header)
-    blank = [""] * width
     first_row = 1
-    while records := _next_records(reader, BATCH_ROWS):
-        shaped = [len(r) == width for r in records]
-        rows = [r if ok else blank for r, ok in zip(records, shaped, strict=True)]
-        table = {
-            name: _nulls_for_blanks([r[p] for r in rows]) for name, p in zip(names, positions, strict=True)
-        }
-        table[REJECT] = pa.array(
-            [
-                None
-                if ok
-                else getattr(r, "reason", None) or f"row has {len(r)} fields; the header has {width}"
-                for r, ok in zip(records, shaped, strict=True)
-            ],
-            type=pa.string(),
-        )
-        table[FIELDS] = pa.array(
-            [
-                None if ok or isinstance(r, _Unreadable) else json.dumps(r)
-                for r, ok in zip(records, shaped, strict=True)
-            ],
-            type=pa.string(),
-        )
-        table[ROW] = pa.array(range(first_row, first_row + len(records)), type=pa.int64())
+    while True:
+        lines_before = reader.line_num
+        records = _next_records(reader, BATCH_ROWS)
+        if not records:
+            break
+        table = _records_table(records, names, positions, width, first_row)
+        # Cheap: only a batch that consumed more lines than records can hold a runaway quote; then only
+        # its records with a line break in a field are looked at, one by one.
+        if reader.line_num - lines_before > len(records):
+            multiline = _multiline_records(table)
+            _refuse_runaway_quote(records, multiline, lines_before + 1, header, path, first_row - 1)
+        if _longest(table) > MAX_FIELD_CHARS:  # rare: find the record(s) and refuse or set them aside
+            everything = range(len(records))
+            _refuse_runaway_quote(records, everything, lines_before + 1, header, path, first_row - 1)
+            records = [_oversized(r) for r in records]
+            table = _records_table(records, names, positions, width, first_row)
         first_row += len(records)
-        yield pa.table(table)
+        yield table
+
+
+def _oversized(record: list[str]) -> list[str]:
+    longest = max(map(len, record), default=0)
+    if longest <= MAX_FIELD_CHARS:
+        return record
+    return _Unreadable(
+        f"unreadable CSV: a field of {longest:,} characters, more than the {MAX_FIELD_CHARS:,} allowed"
+    )
+
+
+def _records_table(records, names: list[str], positions: list[int], width: int, first_row: int) -> pa.Table:
+    blank = [""] * width
+    shaped = [len(r) == width for r in records]
+    rows = [r if ok else blank for r, ok in zip(records, shaped, strict=True)]
+    table = {name: _nulls_for_blanks([r[p] for r in rows]) for name, p in zip(names, positions, strict=True)}
+    table[REJECT] = pa.array(
+        [
+            None if ok else getattr(r, "reason", None) or f"row has {len(r)} fields; the header has {width}"
+            for r, ok in zip(records, shaped, strict=True)
+        ],
+        type=pa.string(),
+    )
+    table[FIELDS] = pa.array(
+        [
+            None if ok or isinstance(r, _Unreadable) else json.dumps(r)
+            for r, ok in zip(records, shaped, strict=True)
+        ],
+        type=pa.string(),
+    )
+    table[ROW] = pa.array(range(first_row, first_row + len(records)), type=pa.int64())
+    return pa.table(table)
 
 
 def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]]) -> Batches:
