@@ -406,14 +406,14 @@ def _ingest(wanted) -> dict:
     }
 
 
-def _dbt(work: Path, district_id: str, select: list[str]) -> float:
+def _dbt(work: Path, select: list[str]) -> float:
     """`dbt build --select ...` into the work dir; its wall time."""
     from dbt.cli.main import dbtRunner
 
     args = ["build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     # dbt's own files go to the work dir, so the bench never races a test or `dagster dev` in target/.
     args += ["--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")]
-    args += [*select, "--vars", json.dumps({"district_id": district_id}), "--quiet"]
+    args += [*select, "--quiet"]
     started = time.perf_counter()
     result = dbtRunner().invoke(args)
     wall = time.perf_counter() - started
@@ -439,12 +439,10 @@ def _count_rows(schema: str) -> tuple[int, int]:
 
 
 def _stage_dbt(work: Path, students: int, seed: int) -> dict:
-    from sg_orchestration.config import districts_file_path, load_districts
     from sg_orchestration.transform.dbt import prepare
 
-    district_id = load_districts(districts_file_path()).districts[0].id
     prepare()  # the manifest Dagster needs; not part of a nightly run, so not timed
-    wall = _dbt(work, district_id, ["--select", "path:models/staging"])
+    wall = _dbt(work, ["--select", "path:models/staging"])
     rows, models = _count_rows("staging")
     return {"wall_s": wall, "rows": rows, "models": models}
 
@@ -461,7 +459,7 @@ def _stage_dbt_marts(work: Path, students: int, seed: int) -> dict:
     with connect() as con:
         record_cutover_dates(con, district)
     select = ["--select", "+path:models/marts", "--exclude", "path:models/staging"]
-    wall = time.perf_counter() - started + _dbt(work, district.id, select)
+    wall = time.perf_counter() - started + _dbt(work, select)
     rows, models = _count_rows("marts")
     return {"wall_s": wall, "rows": rows, "models": models}
 

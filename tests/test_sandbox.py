@@ -257,7 +257,15 @@ def test_districts_file_loads_and_points_at_the_servers(inputs: Path, sb: Sandbo
     assert district.qmlativ.entity_id == 7 and str(district.qmlativ.access_expires) == "2027-07-31"
     assert str(district.samegoal.cutover_dates["special_education"]) == "2024-08-01"
     assert district.samegoal.cutover_dates["dyslexia"] is None
-    assert district.inputs.campus_dir == inputs / "campus" and district.inputs.samegoal_dir is None
+    # Only the file drops the inputs have (none here but the API systems' own): a named folder that is not
+    # there would fail its ingest.
+    assert district.inputs.campus_dir is None and district.inputs.samegoal_dir is None
+    (inputs / "campus").mkdir()
+    sb.write_districts_file(tmp_path / "out" / "districts.yaml")
+    assert (
+        load_districts(tmp_path / "out" / "districts.yaml").districts[0].inputs.campus_dir
+        == inputs / "campus"
+    )
 
     env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
     assert env == sb.credentials

@@ -4,7 +4,6 @@ Each target's models build in their own step, so a source that fails to ingest s
 the target that read it: a broken PowerSchool file never keeps the Qmlativ writeback from going out.
 """
 
-import json
 import os
 import shutil
 import sys
@@ -64,10 +63,6 @@ def record_cutover_dates(con, district: District) -> None:
     )
 
 
-def build_args(district_id: str) -> list[str]:
-    return ["build", "--vars", json.dumps({"district_id": district_id})]
-
-
 class Translator(DagsterDbtTranslator):
     def get_group_name(self, dbt_resource_props: Mapping[str, Any]) -> str | None:
         # models/<layer>/...: the folder is the layer (staging, intermediate, marts)
@@ -110,7 +105,8 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 record_cutover_dates(con, district)
         path = target_path(name, district.id)
         shutil.rmtree(path, ignore_errors=True)
-        yield from dbt.cli(build_args(district.id), context=context, target_path=path).stream()
+        # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
+        yield from dbt.cli(["build"], context=context, target_path=path).stream()
 
     return _models
 
