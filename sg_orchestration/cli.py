@@ -10,9 +10,26 @@ from pathlib import Path
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from sg_orchestration.generate import generate_district
+    from sg_orchestration.generate import generate_district, next_day
 
-    manifest = generate_district(Path(args.out), students=args.students, seed=args.seed, as_of=args.as_of)
+    if args.next_day:
+        if args.students is not None or args.as_of is not None:
+            print(
+                "sg-orch generate: --next-day takes no --students or --as-of: the folder has them",
+                file=sys.stderr,
+            )
+            return 2
+        manifest = next_day(Path(args.out), changed_share=args.changed_share, seed=args.seed)
+        day = manifest["next_day"]
+        changes = ", ".join(f"{count:,} {kind.replace('_', ' ')}" for kind, count in day["changes"].items())
+        print(f"{args.out}: day {day['day']}, as of {day['as_of']}: {changes}")
+        return 0
+    manifest = generate_district(
+        Path(args.out),
+        students=2000 if args.students is None else args.students,
+        seed=1 if args.seed is None else args.seed,
+        as_of=args.as_of,
+    )
     files = manifest.get("files", {})
     print(f"wrote {sum(files.values()):,} rows in {len(files)} files to {args.out}")
     return 0
@@ -20,7 +37,16 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _sandbox(args: argparse.Namespace) -> int:
     from sg_orchestration import sandbox
+    from sg_orchestration.sandbox.data import InputsError
 
+    try:
+        return _sandbox_action(sandbox, args)
+    except InputsError as exc:  # a folder not written by `sg-orch generate`: say what it needs
+        print(f"sg-orch sandbox {args.action}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _sandbox_action(sandbox, args: argparse.Namespace) -> int:
     if args.action == "up":
         state = sandbox.up(Path(args.inputs), Path(args.districts_out))
         for name, url in state["urls"].items():
@@ -70,14 +96,29 @@ def build_parser() -> argparse.ArgumentParser:
 
     g = sub.add_parser("generate", help="write a synthetic district's inputs (SPEC §3)")
     g.add_argument("--out", required=True)
-    g.add_argument("--students", type=int, default=2000)
-    g.add_argument("--seed", type=int, default=1)
+    g.add_argument("--students", type=int, default=None, help="default 2000")
+    g.add_argument("--seed", type=int, default=None, help="default 1; with --next-day, the folder's")
     g.add_argument("--as-of", type=date.fromisoformat, default=None, help="the day the data is as of")
+    g.add_argument(
+        "--next-day",
+        action="store_true",
+        help="turn the district already in --out into the next day's export (new, edited, superseded and "
+        "voided documents, withdrawn students)",
+    )
+    g.add_argument(
+        "--changed-share",
+        type=float,
+        default=0.01,
+        help="with --next-day: the share of SameGoal documents touched (default 0.01)",
+    )
     g.set_defaults(func=_generate)
 
     s = sub.add_parser("sandbox", help="local servers that honour the source and target contracts")
     s.add_argument("action", choices=["up", "down", "serve"])
-    s.add_argument("--inputs", help="folder written by `sg-orch generate`")
+    s.add_argument(
+        "--inputs",
+        help="folder written by `sg-orch generate` (or any with its district.json: see the README)",
+    )
     s.add_argument("--districts-out", help="districts file to write, pointing at the servers")
     s.set_defaults(func=_sandbox)
 

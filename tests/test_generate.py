@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import re
+import shutil
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -20,7 +21,8 @@ from sg_orchestration.catalog import (
     TYPE_PATTERNS,
     Source,
 )
-from sg_orchestration.generate import generate_district
+from sg_orchestration.cli import main as cli_main
+from sg_orchestration.generate import generate_district, next_day
 
 STUDENTS, SEED, AS_OF = 300, 11, date(2025, 11, 3)
 # Seed 002's Indiana descriptor tables: subjects 01..26 and the accommodation code values.
@@ -407,3 +409,113 @@ def test_proportions_look_like_a_real_district(tmp_path: Path):
     assert 0.10 <= len(accommodated) / n <= 0.15
     for form, low, high in (("section_504", 0.07, 0.11), ("dyslexia", 0.04, 0.08)):
         assert low <= len(set(big.column(f"samegoal/{form}.csv", "samegoal_student_id"))) / n <= high
+
+
+# --- the next day -----------------------------------------------------------------------------------------
+def _next_day(district: District, tmp_path: Path, name: str, **kwargs) -> District:
+    """A copy of `district` turned into its next day's export (the module's district stays untouched)."""
+    root = tmp_path / name
+    shutil.copytree(district.root, root)
+    manifest = next_day(root, **kwargs)
+    return District(root, manifest, json.loads((root / "district.json").read_text()))
+
+
+def _documents(d: District) -> dict[tuple[str, str], dict[str, str]]:
+    """Every well-formed SameGoal document, by (form, document_id)."""
+    return {(form, r["document_id"]): r for form in SAMEGOAL_FORMS for r in d.records(f"samegoal/{form}.csv")}
+
+
+def _changes(before: District, after: District) -> dict[str, set[tuple[str, str]]]:
+    """The documents of `after` that differ from `before`, classified by kind from the files alone."""
+    old, new = _documents(before), _documents(after)
+    assert set(old) <= set(new)  # SameGoal keeps every document
+    kinds: dict[str, set] = {k: set() for k in ("new", "edited", "superseded", "voided")}
+    for key, doc in new.items():
+        if key not in old:
+            form = key[0]
+            source = next(s for s in SOURCES if s.name == f"samegoal__{form}")
+            same = ("samegoal_student_id", source.record_date, *source.supersession_key)
+            earlier = [
+                o for (f, _), o in old.items()
+                if f == form and o["document_status"] == "complete" and all(o[c] == doc[c] for c in same)
+            ]  # fmt: skip
+            kinds["superseded" if earlier else "new"].add(key)
+        elif doc != old[key]:
+            kinds["voided" if doc["document_status"] == "voided" else "edited"].add(key)
+    return kinds
+
+
+def test_next_day_is_deterministic(district: District, tmp_path: Path):
+    one = _next_day(district, tmp_path, "one")
+    two = _next_day(district, tmp_path, "two")
+    assert _all_files(one.root) == _all_files(two.root)
+    assert _all_files(one.root) != _all_files(district.root)
+    other = _next_day(district, tmp_path, "other", seed=SEED + 1)
+    assert _all_files(other.root) != _all_files(one.root)
+    # and the day after, from the same folder, again the same
+    assert next_day(one.root) == next_day(two.root)
+    assert _all_files(one.root) == _all_files(two.root)
+
+
+def test_next_day_holds_every_kind_of_change_counted_in_the_manifest(district: District, tmp_path: Path):
+    after = _next_day(district, tmp_path, "after")
+    day = after.manifest["next_day"]
+    assert after.manifest["days"] == day["day"] == 1 and after.manifest["history"] == [day]
+    assert after.facts["as_of"] == after.manifest["as_of"] == (AS_OF + timedelta(days=1)).isoformat()
+    assert {k: v for k, v in after.facts.items() if k != "as_of"} == {
+        k: v for k, v in district.facts.items() if k != "as_of"
+    }
+
+    kinds = _changes(district, after)
+    assert {kind: len(keys) for kind, keys in kinds.items()} == {
+        k: v for k, v in day["changes"].items() if k != "withdrawn_students"
+    }
+    assert all(day["changes"].values())  # every kind, withdrawn students included
+    docs = _documents(after)
+    last_before = max(r["completed_at"] for r in _documents(district).values() if r["completed_at"])
+    assert day["changes_after"] == last_before
+    for key in set().union(*kinds.values()):
+        assert docs[key]["completed_at"] > last_before, key  # changed after the last export
+        assert docs[key]["completed_at"].startswith(AS_OF.isoformat())
+    old = _documents(district)
+    for key in kinds["edited"]:
+        changed = {c for c in old[key] if old[key][c] != docs[key][c]} - {"completed_at"}
+        assert changed and docs[key]["document_status"] == "complete", key
+
+    # withdrawn: gone from Qmlativ and the rosters, their SameGoal documents kept
+    gone = set(district.column("qmlativ/students.csv", "StudentNumber")) - set(
+        after.column("qmlativ/students.csv", "StudentNumber")
+    )
+    assert len(gone) == day["changes"]["withdrawn_students"]
+    assert not gone & set(after.column("powerschool/students.csv", "Local Id"))
+    assert not {f"stu-{s}" for s in gone} & set(after.column("oneroster/users.csv", "sourcedId"))
+    assert gone & {r["student_local_id"] for r in docs.values()} <= gone
+    # every file still parses where the manifest says, and is counted
+    for file, count in after.manifest["files"].items():
+        assert len(after.table(file)[1]) == count, file
+        after.records(file)  # strict: a malformed row out of place fails here
+    for quirk in after.manifest["quirks"]:
+        if "row" in quirk:
+            header, rows = after.table(quirk["file"])
+            assert "\n" in rows[quirk["row"] - 1][header.index(quirk["column"])]
+
+
+def test_next_day_touches_about_the_requested_share(district: District, tmp_path: Path):
+    after = _next_day(district, tmp_path, "share", changed_share=0.05)
+    day = after.manifest["next_day"]
+    touched = sum(len(keys) for keys in _changes(district, after).values())
+    assert touched == day["documents_touched"] == round(0.05 * day["documents"])
+    assert day["documents"] == len(_documents(district))  # the well-formed ones
+    with pytest.raises(ValueError, match="changed-share"):
+        next_day(after.root, changed_share=0)
+
+
+def test_the_cli_writes_the_next_day(district: District, tmp_path: Path, capsys: pytest.CaptureFixture):
+    root = tmp_path / "cli"
+    shutil.copytree(district.root, root)
+    assert cli_main(["generate", "--out", str(root), "--next-day", "--changed-share", "0.02"]) == 0
+    assert "day 1, as of 2025-11-04" in capsys.readouterr().out
+    manifest = json.loads((root / "manifest.json").read_text())
+    assert manifest["days"] == 1 and manifest["next_day"]["changed_share"] == 0.02
+    assert cli_main(["generate", "--out", str(root), "--next-day", "--students", "50"]) == 2
+    assert "--next-day takes no --students" in capsys.readouterr().err

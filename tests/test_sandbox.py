@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import csv
 import json
 import os
+import time
+from datetime import date, datetime, timedelta
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 
@@ -11,9 +14,12 @@ import httpx
 import pytest
 
 from sg_orchestration import sandbox
-from sg_orchestration.catalog import SOURCES_BY_NAME
+from sg_orchestration.catalog import SAMEGOAL_FORMS, SOURCES_BY_NAME
+from sg_orchestration.cli import main as cli_main
 from sg_orchestration.config import load_districts
+from sg_orchestration.generate import generate_district, next_day
 from sg_orchestration.sandbox import Sandbox
+from sg_orchestration.sandbox.data import DISTRICT_KEYS, OPTIONAL_DISTRICT_KEYS, InputsError
 from sg_orchestration.sandbox.server import (
     QMLATIV_KEY,
     QMLATIV_SECRET,
@@ -294,3 +300,108 @@ def test_up_and_down_run_a_detached_process(inputs: Path, tmp_path: Path, monkey
     with pytest.raises(httpx.ConnectError):
         httpx.get(state["urls"]["samegoal"])
     assert not sandbox.down()
+
+
+# --- the next day's export --------------------------------------------------------------------------------
+def _read_form(client: httpx.Client, form: str, **params) -> tuple[list[dict], httpx.Response]:
+    records, cursor, first = [], None, None
+    while True:
+        response = client.get(
+            f"/api/v1/state-reporting/{form}", params={**params, **({"cursor": cursor} if cursor else {})}
+        )
+        assert response.status_code == 200, response.text
+        first = first or response
+        records += response.json()["records"]
+        cursor = response.json()["next_cursor"]
+        if cursor is None:
+            return records, first
+
+
+def _versions(records: list[dict], form: str) -> set[tuple[str, str, str, str | None]]:
+    return {(form, r["document_id"], r["document_status"], r["completed_at"]) for r in records}
+
+
+@pytest.fixture
+def generated(tmp_path: Path) -> Path:
+    root = tmp_path / "generated"
+    generate_district(root, students=120, seed=5, as_of=date(2025, 11, 3))
+    return root
+
+
+def test_the_sandbox_serves_the_next_day_and_an_incremental_read_gets_only_its_changes(generated: Path):
+    with Sandbox(generated) as sb, _samegoal(sb) as client:
+        time.sleep(1.1)  # the Date header has whole seconds: read after the second the server loaded in
+        first_day, read_at = set(), None
+        for form in SAMEGOAL_FORMS:
+            records, response = _read_form(client, form)
+            first_day |= _versions(records, form)
+            read_at = read_at or parsedate_to_datetime(response.headers["Date"])
+
+        manifest = next_day(generated)
+        changes = manifest["next_day"]["changes"]
+        # the versions completed after the previous day's last completion: exactly the day's changes
+        expected = set()
+        for form in SAMEGOAL_FORMS:
+            with (generated / "samegoal" / f"{form}.csv").open(newline="", encoding="utf-8-sig") as fh:
+                expected |= {
+                    (form, r["document_id"], r["document_status"], r["completed_at"])
+                    for r in csv.DictReader(fh)
+                    if r["completed_at"] > manifest["next_day"]["changes_after"]
+                }
+        assert len(expected) == sum(v for k, v in changes.items() if k != "withdrawn_students")
+        assert not expected & first_day
+
+        # a running sandbox, after a reload: a reader resuming from its last read gets exactly those
+        reload = client.post("/_sandbox/reload")
+        assert reload.status_code == 200
+        assert reload.json()["created"] == changes["new"] + changes["superseded"]
+        assert reload.json()["updated"] == changes["edited"] + changes["voided"]
+        incremental = set()
+        for form in SAMEGOAL_FORMS:
+            records, _ = _read_form(client, form, completed_since=read_at.isoformat(), limit=7)
+            incremental |= _versions(records, form)
+        assert incremental == expected
+        assert {v[2] for v in incremental} == {"complete", "voided"}
+
+    # a sandbox started on the folder afterwards: reading from the previous day's last completion gives
+    # the changes, and besides them only the unfinished documents it dates at its start
+    with Sandbox(generated) as sb, _samegoal(sb) as client:
+        since = (
+            datetime.fromisoformat(manifest["next_day"]["changes_after"]) + timedelta(seconds=1)
+        ).isoformat()
+        served = set()
+        for form in SAMEGOAL_FORMS:
+            records, _ = _read_form(client, form, completed_since=since)
+            served |= _versions(records, form)
+        assert {v for v in served if v[3]} == expected
+        assert all(v[2] != "complete" for v in served - expected)
+        everything = set()
+        for form in SAMEGOAL_FORMS:
+            everything |= _versions(_read_form(client, form)[0], form)
+        assert (
+            expected <= everything
+            and len(everything) == len(first_day) + changes["new"] + changes["superseded"]
+        )
+
+
+# --- a folder not written by `sg-orch generate` -----------------------------------------------------------
+def test_sandbox_up_on_a_folder_without_district_json_says_what_it_needs(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    monkeypatch.setenv("SG_STATE_DIR", str(tmp_path / "state"))
+    folder = tmp_path / "mine"
+    (folder / "samegoal").mkdir(parents=True)
+    argv = ["sandbox", "up", "--inputs", str(folder), "--districts-out", str(tmp_path / "d.yaml")]
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert f"{folder}/district.json not found" in err
+    for key in (*DISTRICT_KEYS, *OPTIONAL_DISTRICT_KEYS, "samegoal/<form>.csv", "qmlativ/students.csv"):
+        assert key in err, key
+    assert "Traceback" not in err and not (tmp_path / "state" / "sandbox.log").exists()  # nothing started
+
+    (folder / "district.json").write_text(json.dumps({"id": "mine", "name": "Mine ISD", "state": "TX"}))
+    assert cli_main(argv) == 2
+    err = capsys.readouterr().err
+    assert "lacks the keys timezone, cutover_dates, qmlativ_entity_id, qmlativ_access_expires" in err
+    with pytest.raises(InputsError, match="district.json"):
+        Sandbox(folder)

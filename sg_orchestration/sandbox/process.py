@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 
 from sg_orchestration.paths import state_dir
-from sg_orchestration.sandbox.data import write_atomically
+from sg_orchestration.sandbox.data import read_district, write_atomically
 from sg_orchestration.sandbox.server import Sandbox
 
 READY_TIMEOUT = 120  # seconds: loading a large generated district takes a while
@@ -94,7 +94,10 @@ def down() -> bool:
 
 
 def up(inputs: Path, districts_out: Path) -> dict:
-    """Start the sandbox detached over `inputs`, write `districts_out` and its env file; the state dict."""
+    """Start the sandbox detached over `inputs`, write `districts_out` and its env file; the state dict.
+
+    InputsError (before anything starts or stops) if `inputs` lacks `district.json` or it is incomplete."""
+    read_district(Path(inputs))  # refused here, with the format, rather than in the detached process's log
     down()
     log_file = state_dir() / "sandbox.log"
     log_file.parent.mkdir(parents=True, exist_ok=True)

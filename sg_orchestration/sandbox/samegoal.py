@@ -18,7 +18,10 @@ Incremental semantics, which clients rely on:
   Malformed rows are served with the fields they have (see `data`).
 
 Test hook: `POST /_sandbox/samegoal/{form}` with `{"records": [...]}` upserts by `document_id` with change
-time = now, to model documents completed, edited or voided after a first read.
+time = now, to model documents completed, edited or voided after a first read. `POST /_sandbox/reload`
+re-reads the form files (e.g. after `sg-orch generate --next-day`): each document new or different from
+the version held is stored with change time = now, so a reader resuming from the `Date` of its last read
+gets exactly those; the others keep their change time, and a document no longer listed stays served.
 """
 
 from __future__ import annotations
@@ -69,9 +72,13 @@ class FormStore:
                 self._docs[key] = (changed, record)
         self._order: list[Position] = sorted((changed, key) for key, (changed, _) in self._docs.items())
 
-    def upsert(self, record: dict, changed: int) -> bool:
+    def get(self, key: str) -> dict | None:
+        held = self._docs.get(key)
+        return held and held[1]
+
+    def upsert(self, record: dict, changed: int, key: str | None = None) -> bool:
         """Store `record` as changed at `changed`; True if its document is new."""
-        key = record["document_id"]
+        key = key or record["document_id"]
         old = self._docs.get(key)
         if old:
             del self._order[bisect_left(self._order, (old[0], key))]
@@ -114,16 +121,36 @@ class SameGoalApi:
         self.client = client
         self.tokens = Tokens(token_ttl)
         self.columns = {form: SOURCES_BY_NAME[f"samegoal__{form}"].column_names for form in SAMEGOAL_FORMS}
+        self.samegoal_dir = samegoal_dir
         loaded_at = _now()
         self.forms = {
             form: FormStore(read_records(samegoal_dir / f"{form}.csv", columns), loaded_at)
             for form, columns in self.columns.items()
         }
 
+    def reload(self) -> dict[str, int]:
+        """Re-read the form files; a document new or changed since the version held changes now."""
+        counts = {"created": 0, "updated": 0, "unchanged": 0}
+        changed = _now()
+        for form, columns in self.columns.items():
+            store = self.forms[form]
+            latest: dict[str, dict] = {}  # a file listing a document twice: its last row
+            for n, record in enumerate(read_records(self.samegoal_dir / f"{form}.csv", columns)):
+                latest[record["document_id"] or f"\x00row {n}"] = record
+            for key, record in latest.items():
+                if store.get(key) == record:
+                    counts["unchanged"] += 1
+                elif store.upsert(record, changed, key):
+                    counts["created"] += 1
+                else:
+                    counts["updated"] += 1
+        return counts
+
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_post("/oauth/token", self.token)
         app.router.add_get("/api/v1/state-reporting/{form}", self.export)
+        app.router.add_post("/_sandbox/reload", self.reload_files)
         app.router.add_post("/_sandbox/samegoal/{form}", self.upsert)
         return app
 
@@ -162,6 +189,9 @@ class SameGoalApi:
         after = _decode_cursor(query["cursor"], form) if query.get("cursor") else None
         records, last = self.forms[form].page(since, after, limit)
         return web.json_response({"records": records, "next_cursor": last and _encode_cursor(form, last)})
+
+    async def reload_files(self, request: web.Request) -> web.Response:
+        return web.json_response(self.reload())
 
     async def upsert(self, request: web.Request) -> web.Response:
         form = self._form(request)

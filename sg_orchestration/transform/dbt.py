@@ -9,6 +9,7 @@ import shutil
 import sys
 from collections.abc import Mapping
 from functools import cache
+from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -78,10 +79,24 @@ TARGET_MODELS: dict[str, str] = {
 }
 
 
-def target_path(step: str, district_id: str):
+PARTIAL_PARSE = "partial_parse.msgpack"
+
+
+def target_path(step: str, district_id: str) -> Path:
     """One dbt target folder per step and district, reused run after run: artifacts stay bounded (a fresh
     folder per invocation grew by ~10 MB a run) and two steps never share one (the pool runs one at a time)."""
     return DBT_PROJECT_DIR / "target" / "runs" / step / district_id
+
+
+def keep_parse(run_target: Path) -> None:
+    """dbt re-parses the whole project when the profile changed (the DuckDB path is in it, and differs per
+    warehouse): keep the parse a step just made, so the next steps and runs on this warehouse reuse it."""
+    parsed = run_target / PARTIAL_PARSE
+    if parsed.is_file():
+        shared = DBT_PROJECT_DIR / "target" / PARTIAL_PARSE
+        staging = shared.with_name(f".{PARTIAL_PARSE}.{os.getpid()}")
+        shutil.copyfile(parsed, staging)
+        os.replace(staging, shared)  # atomic: another process never reads half a file
 
 
 def _build_target_assets(target: str) -> dg.AssetsDefinition:
@@ -107,6 +122,7 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
         shutil.rmtree(path, ignore_errors=True)
         # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
         yield from dbt.cli(["build"], context=context, target_path=path).stream()
+        keep_parse(path)
 
     return _models
 
