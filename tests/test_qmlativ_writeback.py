@@ -325,3 +325,25 @@ def test_a_pending_create_voided_before_the_next_run_is_deleted_from_qmlativ(wri
     _assert_store_equals_desired(wb)
     wb.reset_stats()
     assert sum(r.counts["sent"] for r in publish_writeback(wb.district)) == 0
+
+
+def test_a_student_who_no_longer_maps_keeps_their_records_in_qmlativ(writeback):
+    """Seed 000: "A student with no match is not sent" — not sending is not deleting. A demographics feed
+    that misses a student for a night must not withdraw their state-reporting records; the error log
+    says "student not mapped: run the demographics integration" and they are held as they are."""
+    wb = writeback
+    publish_writeback(wb.district)
+    dyslexia = next(f for f in FORMS if f.table == "dyslexia")
+    student = wb.store(dyslexia)[0]["StudentID"]
+    held = {f.table: {o["SourceDocumentID"] for o in wb.store(f) if o["StudentID"] == student} for f in FORMS}
+    with connect() as con:
+        con.execute(
+            'update raw."qmlativ__students" set "StudentNumber" = null, "StateID" = null where "StudentID" = ?',
+            [str(student)],
+        )
+    wb.reset_stats()
+    results = publish_writeback(wb.district)
+    assert wb.writes() == {} and sum(len(docs) for docs in held.values()) > 0
+    assert not any(r.planned["delete"] for r in results)
+    for form in FORMS:
+        assert held[form.table] <= {o["SourceDocumentID"] for o in wb.store(form)}, form.table

@@ -31,8 +31,9 @@ from sg_orchestration.publish.engine import (
     resync,
 )
 from sg_orchestration.publish.sender import Reply, Request, RetryPolicy
-from sg_orchestration.transform.staging import mart_name
-from sg_orchestration.warehouse import connect
+from sg_orchestration.transform.staging import intermediate_name, mart_name
+from sg_orchestration.validate.student_mapping import MAPPING_HINT
+from sg_orchestration.warehouse import connect, literal
 
 TARGET = "qmlativ"
 FORMS = SAMEGOAL_SOURCES
@@ -138,8 +139,10 @@ class QmlativAdapter:
 def desired_sql(form: Source, district_id: str) -> str:
     """The screen's desired state: key = the SameGoal document, content = the exact payload sent.
 
-    A record that failed validation is held back: never sent, and what Qmlativ already holds for it stays
-    as it is (it keeps its ledger content, so it is neither updated nor deleted) until the source is fixed.
+    A record that failed validation, or whose student no longer maps to a Qmlativ student, is held back:
+    never sent, and what Qmlativ already holds for it stays as it is (it keeps its ledger content, so it
+    is neither updated nor deleted) until the source or the mapping is fixed. A demographics feed that
+    misses a student for a night must not delete that student's state-reporting records.
     """
     fields = payload_fields(form.table)
     payload = "to_json({" + ", ".join(f"'{f}': \"{f}\"" for f in fields) + "})::varchar"
@@ -155,12 +158,19 @@ def desired_sql(form: Source, district_id: str) -> str:
             select key_hash, content_hash from ops.publish_ledger
             where district_id = '{district_id}' and target = '{TARGET}' and resource = '{form.table}'
               and target_id is not null
+        ), unmapped as (
+            select md5(document_id) as key_hash, document_id as lookup_key
+            from intermediate.{intermediate_name(form)}
+            where district_id = '{district_id}' and not_integrated_reason = {literal(MAPPING_HINT)}
         )
         select m.key_hash,
             if(h.key_hash is null, md5(m.payload), l.content_hash) as content_hash,
             if(h.key_hash is null, m.payload, null) as payload,
             m.lookup_key
         from mart m left join held h using (key_hash) left join ledger l using (key_hash)
+        union all
+        select u.key_hash, l.content_hash, null, u.lookup_key
+        from unmapped u left join ledger l using (key_hash)
     """
 
 
