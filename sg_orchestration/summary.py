@@ -201,6 +201,8 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)
         check = "FAILED" if a.checks_failed else "warning (see ops.error_log)" if a.checks_warned else "ok"
         out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
+        if isinstance(a.metadata.get("not_sent"), str):
+            out.append(_indented_table(a.metadata["not_sent"]))
     for a in sorted(publishes, key=lambda a: a.asset):
         out.append(_publish_table(a, dry_run))
     if summary.targets:
@@ -228,6 +230,17 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         out.append("not run (an input of theirs failed): " + ", ".join(summary.skipped))
     out.append("\nresult: " + summary.result)
     return "\n".join(out)
+
+
+def _indented_table(markdown: str) -> str:
+    """A metadata markdown table as aligned console lines."""
+    rows = [
+        [cell.strip() for cell in line.strip().strip("|").split("|")]
+        for line in markdown.splitlines()
+        if line.strip() and not set(line.strip()) <= set("|-: ")
+    ]
+    widths = [max(len(r[i]) for r in rows if i < len(r)) for i in range(max(map(len, rows)))]
+    return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows)
 
 
 PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "pending", "failed")

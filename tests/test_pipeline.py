@@ -30,6 +30,25 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
         ]
     assert open_errors > 0  # the synthetic district has malformed rows, reported in the summary
     assert "open errors in ops.error_log" in out
+    # Per screen, why documents were not sent (the generated district has every case).
+    why = out[out.index("why not sent") :]
+    for reason in (
+        "draft",
+        "voided",
+        "superseded",
+        "before the program's cutover date",
+        "student not mapped",
+    ):
+        assert reason in why, reason
+    # One name per target in the error log: unmapped and invalid records of a screen under `qmlativ/<screen>`.
+    with connect() as con:
+        targets = {
+            t
+            for (t,) in con.execute(
+                "select distinct target from ops.error_log where stage = 'validate'"
+            ).fetchall()
+        }
+    assert targets and all(t.startswith("qmlativ/") for t in targets), targets
 
 
 def test_summary_and_metadata_carry_no_student_data(defs, districts_file, warehouse, capsys, district_inputs):

@@ -245,12 +245,12 @@ def test_unmapped_students_go_to_the_error_log_with_the_seeds_hint_and_resolve_o
     from sg_orchestration.validate.student_mapping import MAPPING_HINT, record_unmapped
 
     with connect() as con:
-        assert record_unmapped(con, "rules") == {"samegoal__dyslexia": 1}
+        assert record_unmapped(con, "rules") == {"qmlativ/dyslexia": 1}
         record_unmapped(con, "rules")  # a second run does not duplicate the open error
         open_errors = con.execute(
             "select target, cause, fix from ops.error_log where district_id = 'rules' and resolved_at is null"
         ).fetchall()
-        assert open_errors == [("samegoal__dyslexia", MAPPING_HINT, open_errors[0][2])]
+        assert open_errors == [("qmlativ/dyslexia", MAPPING_HINT, open_errors[0][2])]
         assert "demographics integration" in open_errors[0][2]
         # The demographics integration runs and now knows the student: the error resolves.
         _load(

@@ -16,8 +16,13 @@ from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
 from sg_orchestration.config import QMLATIV_CODE_TABLES, QMLATIV_FIELDS, current_districts
 from sg_orchestration.publish.qmlativ import FORMS
-from sg_orchestration.transform.staging import intermediate_name, mart_name
-from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded, record_unmapped
+from sg_orchestration.transform.staging import intermediate_name, mart_name, model_name
+from sg_orchestration.validate.student_mapping import (
+    MAPPING_HINT,
+    demographics_loaded,
+    record_unmapped,
+    target,
+)
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
@@ -32,10 +37,6 @@ RECORD_DATES = {
     "restraint_date": "RestraintDate",
     "iap_begin_date": "IAPBeginDate",
 }
-
-
-def target(form: Source) -> str:
-    return f"qmlativ/{form.table}"
 
 
 def _codes(con, district_id: str) -> dict[str, frozenset[str]]:
@@ -125,8 +126,57 @@ def record_mart_failures(con, district_id: str) -> Counter:
                 [(target(form), doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
             )
             counts[form.table] = len({r[0] for r in rows})
-    error_log.sync(con, district_id, "validate", "_sg_invalid", scope="e.target like 'qmlativ/%'")
+    error_log.sync(
+        con,
+        district_id,
+        "validate",
+        "_sg_invalid",
+        scope="e.target like 'qmlativ/%' and e.cause <> ?",
+        scope_params=(MAPPING_HINT,),
+    )
     return counts
+
+
+def not_sent(con, district_id: str, invalid: Counter) -> dict[str, Counter]:
+    """Per screen, why documents are not sent: their latest version is not complete (draft, in review,
+    voided), a later document superseded them, their program's cutover rule, an unmapped student, or a
+    failed validation. Counts only."""
+    out: dict[str, Counter] = {}
+    for form in FORMS:
+        reasons: Counter = Counter()
+        latest = (
+            f"select document_status from staging.{model_name(form)} where district_id = $d "
+            "qualify row_number() over (partition by document_id order by load_id desc, source_row desc) = 1"
+        )
+        statuses = dict(
+            con.execute(
+                f"select document_status, count(*) from ({latest}) group by 1", {"d": district_id}
+            ).fetchall()
+        )
+        for status, n in statuses.items():
+            if status != "complete":
+                reasons[status.replace("_", " ")] += n
+        current = con.execute(
+            f"select not_integrated_reason, count(*) from intermediate.{intermediate_name(form)} "
+            "where district_id = $d group by 1",
+            {"d": district_id},
+        ).fetchall()
+        if superseded := statuses.get("complete", 0) - sum(n for _, n in current):
+            reasons["superseded"] += superseded
+        reasons.update({reason: n for reason, n in current if reason})
+        if invalid.get(form.table):
+            reasons["failed validation"] += invalid[form.table]
+        out[form.table] = reasons
+    return out
+
+
+def _not_sent_table(reasons: dict[str, Counter]) -> str:
+    rows = [(screen, reason, n) for screen, c in reasons.items() for reason, n in sorted(c.items()) if n]
+    if not rows:
+        return "Every current document is sent."
+    return "| screen | why not sent | documents |\n|---|---|---:|\n" + "\n".join(
+        f"| {screen} | {reason} | {n} |" for screen, reason, n in rows
+    )
 
 
 def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -158,12 +208,14 @@ def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> d
             unmapped = record_unmapped(con, district.id)
             invalid = record_mart_failures(con, district.id)
             loaded = demographics_loaded(con, district.id)
+            reasons = not_sent(con, district.id, invalid)
         needs_mapping = district.qmlativ is not None
         return dg.MaterializeResult(
             metadata={
                 "unmapped_documents": sum(unmapped.values()),
                 "invalid_records": sum(invalid.values()),
                 **{f"invalid/{k}": v for k, v in invalid.items()},
+                "not_sent": dg.MetadataValue.md(_not_sent_table(reasons)),
             },
             check_results=[
                 dg.AssetCheckResult(

@@ -7,7 +7,7 @@ loaded fails this check instead of sending nothing silently.
 """
 
 from sg_orchestration import error_log
-from sg_orchestration.catalog import SAMEGOAL_SOURCES
+from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.warehouse import literal
 
 MAPPING_HINT = "student not mapped: run the demographics integration"
@@ -18,9 +18,14 @@ FIX = (
 FORMS = SAMEGOAL_SOURCES
 
 
+def target(form: Source) -> str:
+    """The error-log target of a Qmlativ screen: one name whether a record is unmapped, invalid or refused."""
+    return f"qmlativ/{form.table}"
+
+
 def _unmapped_sql() -> str:
     return " union all ".join(
-        f"select '{s.name}' as target, md5(document_id) as record_key_hash, 'student_local_id' as field, "
+        f"select '{target(s)}' as target, md5(document_id) as record_key_hash, 'student_local_id' as field, "
         f"coalesce(student_local_id, student_state_id) as value, {literal(MAPPING_HINT)} as cause, "
         f"{literal(FIX)} as fix, 'SameGoal document' as location, null::bigint as load_id "
         f"from intermediate.int_{s.name} where district_id = $district_id "
