@@ -10,7 +10,12 @@ documents (picked by a hash of their id, one published field changed, a later co
 sandbox hook and re-ingests the SameGoal sources; `publish (1% changed)` then sends only those;
 `publish (no change)` must send nothing, which the parent checks in the sandbox's request statistics.
 Once for the whole run, `publish client CPU` measures µs of client CPU per request of each candidate HTTP
-transport (`publish.measure`; SG_BENCH_MEASURE_REQUESTS sets its request count).
+transport (`publish.measure`; SG_BENCH_MEASURE_REQUESTS sets its request count). Then `publish engine
+vs lightbeam`: client CPU per request of the engine's whole `publish()` path (diff, pending marks, ledger
+writes, payloads, token, retries), of `lightbeam send` (installed by the bench into a virtual environment
+of its own, never a project dependency) and of the bare aiohttp loop (the floor), N creates of ~330-byte
+Ed-Fi records each against the same do-nothing Ed-Fi stub (`publish.bench_servers`) in another process,
+side by side in one run, with their ratios (SG_BENCH_ENGINE_REQUESTS sets N, default 20,000).
 
 Each stage runs in a child process of its own (`python -m sg_orchestration.bench stage ...`), so its peak
 memory is that process's own high-water RSS (VmHWM), not that of everything before it. The sandbox
@@ -60,6 +65,18 @@ PUBLISH_TARGET_TEXT = (
 NO_CHANGE_MAX_SHARE = 0.10
 CHANGED_MAX_SHARE = 0.20
 MEASURE_REQUESTS = 5000
+ENGINE_VS_LIGHTBEAM = "publish engine vs lightbeam"
+ENGINE_REQUESTS = 20_000
+ENGINE_CONCURRENCY = 16
+# Issue 7 §2: the engine's whole `publish()` path against `lightbeam send` and the bare aiohttp loop.
+ENGINE_MAX_OF_LIGHTBEAM = 0.6
+ENGINE_MAX_OF_FLOOR = 1.3
+# A no-change publish of ENGINE_REQUESTS records in this stage, µs of client CPU per record, with the
+# engine as it was before issue 7 §2 (median of three runs on the development machine, 2 CPUs, loaded):
+# a no-change run must stay within 20% of it. Judged only at ENGINE_REQUESTS records.
+NO_CHANGE_BASELINE_US = 7.5
+NO_CHANGE_MAX_GROWTH = 0.20
+LIGHTBEAM_VENV_ENV = "SG_BENCH_LIGHTBEAM_VENV"
 
 
 class StageFailed(RuntimeError):
@@ -68,12 +85,21 @@ class StageFailed(RuntimeError):
 
 # --- the parent: runs each stage in a child and measures it -----------------------------------------------
 def main(
-    sizes: list[int], seed: int, out: Path, keep: bool | None = None, measure_requests: int | None = None
+    sizes: list[int],
+    seed: int,
+    out: Path,
+    keep: bool | None = None,
+    measure_requests: int | None = None,
+    engine_requests: int | None = None,
 ) -> int:
-    """Benchmark each size; print the table, write bench.json and bench.md; 0 when every stage ran."""
+    """Benchmark each size; print the table, write bench.json and bench.md; 0 when every stage ran.
+    `engine_requests` (default SG_BENCH_ENGINE_REQUESTS or ENGINE_REQUESTS): the creates of the
+    engine-vs-lightbeam stage."""
     keep = os.environ.get("SG_BENCH_KEEP") == "1" if keep is None else keep
     if measure_requests is None:
         measure_requests = int(os.environ.get("SG_BENCH_MEASURE_REQUESTS", MEASURE_REQUESTS))
+    if engine_requests is None:
+        engine_requests = int(os.environ.get("SG_BENCH_ENGINE_REQUESTS", ENGINE_REQUESTS))
     profile = os.environ.get("SG_BENCH_PROFILE") == "1"
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -90,18 +116,31 @@ def main(
         finally:
             if not keep:
                 shutil.rmtree(work, ignore_errors=True)
-    client_cpu = None
-    work = out / "work" / "client-cpu"
-    try:
-        work.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "SG_BENCH_MEASURE_REQUESTS": str(measure_requests)}
-        client_cpu = _run_stage("client_cpu", CLIENT_CPU, 0, seed, work, env, None)
-    except StageFailed as exc:
-        failures.append(str(exc))
-        print(f"bench: {exc}", file=sys.stderr, flush=True)
-    finally:
-        if not keep:
-            shutil.rmtree(work, ignore_errors=True)
+
+    def transport_stage(name: str, stage: str, folder: str, variable: str, requests: int) -> dict | None:
+        # never profiled: cProfile would change the CPU it measures
+        work = out / "work" / folder
+        try:
+            work.mkdir(parents=True, exist_ok=True)
+            return _run_stage(name, stage, 0, seed, work, {**os.environ, variable: str(requests)}, None)
+        except StageFailed as exc:
+            failures.append(str(exc))
+            print(f"bench: {exc}", file=sys.stderr, flush=True)
+            return None
+        finally:
+            if not keep:
+                shutil.rmtree(work, ignore_errors=True)
+
+    client_cpu = transport_stage(
+        "client_cpu", CLIENT_CPU, "client-cpu", "SG_BENCH_MEASURE_REQUESTS", measure_requests
+    )
+    engine = transport_stage(
+        "engine_vs_lightbeam",
+        ENGINE_VS_LIGHTBEAM,
+        "engine-vs-lightbeam",
+        "SG_BENCH_ENGINE_REQUESTS",
+        engine_requests,
+    )
     if not keep and (out / "work").is_dir() and not any((out / "work").iterdir()):
         (out / "work").rmdir()
 
@@ -131,6 +170,7 @@ def main(
         "summary": [s for s in summary if s],
         "publish_summary": [s for s in publish_summary if s],
         "client_cpu": client_cpu,
+        "engine_vs_lightbeam": engine,
         "failures": failures,
     }
     table = render(report)
@@ -345,9 +385,37 @@ def render(report: dict) -> str:
                 f"| {TRANSPORT_NAMES.get(kind, kind)}{engine} | {us:,.1f} | "
                 f"{_verdict(us <= target)} (≤ {target:.0f} µs) |"
             )
+    lines += _render_engine(report.get("engine_vs_lightbeam"))
     for failure in report["failures"]:
         lines.append(f"\nFAILED: {failure}")
     return "\n".join(lines)
+
+
+def _render_engine(e: dict | None) -> list[str]:
+    if not e:
+        return []
+    us, ratios, ok = e["us_per_request"], e["ratios"], e["pass"]
+    baseline = e["no_change_baseline_us"]
+    if ok["no_change"] is None:
+        no_change = f"not judged (the baseline is for {ENGINE_REQUESTS:,} records)"
+    else:
+        no_change = (
+            f"{_verdict(ok['no_change'])} (≤ {1 + NO_CHANGE_MAX_GROWTH:.1f}× {baseline:,.1f} µs before)"
+        )
+    return [
+        "",
+        f"Publish engine vs lightbeam ({e['rows']:,} creates of ~{e['payload_bytes']} bytes each, concurrency "
+        f"{e['concurrency']}, one do-nothing Ed-Fi stub in another process; every request arrived):",
+        "",
+        "| client | µs client CPU per request | ratio | target |",
+        "|---|---:|---:|---|",
+        f"| engine `publish()` (whole path) | {us['engine']:,.1f} | | |",
+        f"| `lightbeam send` | {us['lightbeam']:,.1f} | engine/lightbeam {ratios['engine/lightbeam']:.2f} | "
+        f"{_verdict(ok['vs_lightbeam'])} (≤ {ENGINE_MAX_OF_LIGHTBEAM}) |",
+        f"| bare aiohttp loop (floor) | {us['aiohttp']:,.1f} | engine/aiohttp {ratios['engine/aiohttp']:.2f} | "
+        f"{_verdict(ok['vs_floor'])} (≤ {ENGINE_MAX_OF_FLOOR}) |",
+        f"| engine, no-change run (per record) | {e['no_change_us_per_record']:,.1f} | | {no_change} |",
+    ]
 
 
 TRANSPORT_NAMES = {
@@ -606,6 +674,188 @@ def _stage_client_cpu(work: Path, students: int, seed: int) -> dict:
     }
 
 
+def _lightbeam_venv() -> Path:
+    """lightbeam in a virtual environment of its own (never a project dependency), made once and reused:
+    SG_BENCH_LIGHTBEAM_VENV, or `.sg/bench/lightbeam-venv` in the project."""
+    venv = Path(os.environ.get(LIGHTBEAM_VENV_ENV) or PROJECT_ROOT / ".sg" / "bench" / "lightbeam-venv")
+    if (venv / "bin" / "lightbeam").exists():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)  # a half-made one
+    venv.parent.mkdir(parents=True, exist_ok=True)
+    uv = shutil.which("uv") or "uv"
+    try:
+        subprocess.run([uv, "venv", "-q", str(venv)], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "-p", str(venv), "lightbeam"], check=True)
+    except (OSError, subprocess.CalledProcessError):
+        shutil.rmtree(venv, ignore_errors=True)
+        raise
+    return venv
+
+
+def _lightbeam_send(venv: Path, work: Path, base_url: str, records: list[str], concurrency: int) -> dict:
+    """`lightbeam send` of `records` (students.jsonl) to the stub; the child's own user+sys CPU (wait4's
+    rusage of that child: interpreter start and imports included, nothing taken off)."""
+    data = work / "lightbeam-data"
+    shutil.rmtree(data, ignore_errors=True)
+    shutil.rmtree(work / "lightbeam-state", ignore_errors=True)
+    data.mkdir(parents=True)
+    (data / "students.jsonl").write_text("\n".join(records) + "\n")
+    config = {
+        "state_dir": str(work / "lightbeam-state"),
+        "data_dir": str(data) + "/",
+        "namespace": "ed-fi",
+        "edfi_api": {
+            "base_url": base_url,
+            "version": 3,
+            "mode": "sandbox",
+            "client_id": "bench",
+            "client_secret": "bench",
+        },
+        "connection": {
+            "pool_size": concurrency,
+            "timeout": 60,
+            "num_retries": 10,
+            "backoff_factor": 1.5,
+            "retry_statuses": [429, 500, 501, 503, 504],
+            "verify_ssl": False,
+        },
+        "log_level": "INFO",
+    }
+    config_file = work / "lightbeam.yaml"
+    config_file.write_text(json.dumps(config, indent=2))  # JSON is YAML
+    log = work / "lightbeam.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [str(venv / "bin" / "lightbeam"), "send", "-c", str(config_file)],
+            stdout=out,
+            stderr=out,
+            cwd=work,
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+    code = os.waitstatus_to_exitcode(status)
+    if code != 0:
+        raise SystemExit(f"lightbeam send failed (exit {code}): {log.read_text()[-2000:]}")
+    return {"cpu_s": usage.ru_utime + usage.ru_stime}
+
+
+def _engine_publish(
+    work: Path, base_url: str, records: list[str], concurrency: int, warmed=lambda: None
+) -> dict:
+    """The engine's whole `publish()` of `records` as creates to the stub, into a fresh ledger, then the
+    same desired state again (no change); CPU of this process (the stub runs in another one)."""
+    import hashlib
+    from contextlib import contextmanager
+
+    import duckdb
+
+    from sg_orchestration.publish.bench_servers import EdFiAdapter, StubTokens
+    from sg_orchestration.publish.engine import publish
+
+    path = work / "engine-ledger.duckdb"
+    path.unlink(missing_ok=True)
+
+    @contextmanager
+    def connect():
+        with duckdb.connect(str(path)) as con:
+            yield con
+
+    desired = []
+    for i, payload in enumerate(records):
+        key = f"S{i:08d}"
+        desired.append(
+            (hashlib.md5(key.encode()).hexdigest(), hashlib.md5(payload.encode()).hexdigest(), payload, key)
+        )
+    tokens = StubTokens(base_url)
+    # A warm-up publish of another resource first (as `publish.measure` warms its loop up): the first
+    # call in a process pays one-time imports and initialisation that a nightly run pays once, not per
+    # resource. `warmed` then resets the stub's count.
+    warm = [(f"w{k}", c, p, f"w{lk}") for k, c, p, lk in desired[: min(len(desired), 500)]]
+    publish(
+        connect, "bench", "edfi", "warm-up", warm, EdFiAdapter(), base_url, tokens, concurrency=concurrency
+    )
+    warmed()
+    figures = {}
+    for run in ("cold", "no_change"):
+        wall = time.perf_counter()
+        cpu = time.process_time()
+        result = publish(
+            connect,
+            "bench",
+            "edfi",
+            "students",
+            desired,
+            EdFiAdapter(),
+            base_url,
+            tokens,
+            concurrency=concurrency,
+        )
+        figures[run] = {
+            "cpu_s": time.process_time() - cpu,
+            "wall_s": time.perf_counter() - wall,
+            "counts": dict(result.counts),
+        }
+    return figures
+
+
+def _stage_engine_vs_lightbeam(work: Path, students: int, seed: int) -> dict:
+    """Client CPU per request of the engine's whole `publish()` path, `lightbeam send` and the bare aiohttp
+    loop (`publish.measure`, the floor), N creates of ~330-byte Ed-Fi records each, against the same
+    do-nothing Ed-Fi stub in another process, in this one run. The stub counts every POST it answered."""
+    from sg_orchestration.publish.bench_servers import RESOURCE, EdFiStub, student_records
+    from sg_orchestration.publish.measure import aiohttp_floor_us
+
+    n = int(os.environ.get("SG_BENCH_ENGINE_REQUESTS", ENGINE_REQUESTS))
+    concurrency = ENGINE_CONCURRENCY
+    venv = _lightbeam_venv()  # not timed: installed once
+    records = student_records(n)
+    started = time.perf_counter()
+    arrived = {}
+    with EdFiStub() as stub:
+        engine = _engine_publish(work, stub.base_url, records, concurrency, stub.reset)
+        arrived["engine"] = stub.posts()
+        if engine["no_change"]["counts"].get("sent", 0):
+            raise SystemExit(f"the no-change publish sent {engine['no_change']['counts']['sent']} requests")
+        stub.reset()
+        lightbeam = _lightbeam_send(venv, work, stub.base_url, records, concurrency)
+        arrived["lightbeam"] = stub.posts()
+        stub.reset()
+        url = f"{stub.base_url}/data/v3/ed-fi/{RESOURCE}"
+        floor = aiohttp_floor_us(url, n, concurrency, json.loads(records[0]))
+        arrived["aiohttp"] = stub.posts() - min(n, 500)  # less its warm-up
+    for who, posts in arrived.items():
+        if posts != n:
+            raise SystemExit(f"{who}: the stub received {posts} of {n} requests")
+    us = {
+        "engine": engine["cold"]["cpu_s"] / n * 1e6,
+        "lightbeam": lightbeam["cpu_s"] / n * 1e6,
+        "aiohttp": floor,
+    }
+    no_change_us = engine["no_change"]["cpu_s"] / n * 1e6
+    ratios = {
+        "engine/lightbeam": us["engine"] / us["lightbeam"],
+        "engine/aiohttp": us["engine"] / us["aiohttp"],
+    }
+    baseline = NO_CHANGE_BASELINE_US if n == ENGINE_REQUESTS else None
+    return {
+        "wall_s": time.perf_counter() - started,
+        "rows": n,
+        "concurrency": concurrency,
+        "payload_bytes": round(sum(map(len, records)) / n),
+        "us_per_request": {k: round(v, 1) for k, v in us.items()},
+        "ratios": {k: round(v, 3) for k, v in ratios.items()},
+        "no_change_us_per_record": round(no_change_us, 1),
+        "no_change_baseline_us": baseline,
+        "arrived": arrived,
+        "engine_counts": engine["cold"]["counts"],
+        "engine_wall_s": round(engine["cold"]["wall_s"], 3),
+        "pass": {
+            "vs_lightbeam": ratios["engine/lightbeam"] <= ENGINE_MAX_OF_LIGHTBEAM,
+            "vs_floor": ratios["engine/aiohttp"] <= ENGINE_MAX_OF_FLOOR,
+            "no_change": None if baseline is None else no_change_us <= baseline * (1 + NO_CHANGE_MAX_GROWTH),
+        },
+    }
+
+
 STAGES = {
     "generate": _stage_generate,
     "ingest": _stage_ingest,
@@ -614,6 +864,7 @@ STAGES = {
     "publish": _stage_publish,
     "change": _stage_change,
     "client_cpu": _stage_client_cpu,
+    "engine_vs_lightbeam": _stage_engine_vs_lightbeam,
 }
 
 

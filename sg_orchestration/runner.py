@@ -7,6 +7,8 @@ import shutil
 import socket
 import subprocess
 import sys
+from contextlib import redirect_stderr, redirect_stdout
+from datetime import datetime
 from pathlib import Path
 
 from sg_orchestration.config import load_districts
@@ -85,16 +87,43 @@ def run_district(
         instance = project_instance()
         if reaped := reap_dead_runs(instance):
             _say(f"marked {reaped} run(s) of killed sg-orch processes as failed and freed their pool slots")
-        result = job.execute_in_process(
-            partition_key=district.id,
-            instance=instance,
-            raise_on_error=False,
-            tags=tags,
-            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
-        )
-        summary = collect(result, district.id, defs)
+        log_path = run_log_path(district.id)
+        print(f"running the nightly job for {district.id}; Dagster's and dbt's log: {log_path}", flush=True)
+        # The console gets one line per stage and the summary; the full logs (~540 lines) go to the file.
+        with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
+            result = job.execute_in_process(
+                partition_key=district.id,
+                instance=instance,
+                raise_on_error=False,
+                tags=tags,
+                run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
+            )
+        summary = collect(result, district.id, defs, step_seconds(instance, result.run_id))
     print(render(summary, district, dry_run=dry_run))
     return 0 if summary.ok else 1
+
+
+def run_log_path(district_id: str) -> Path:
+    folder = state_dir() / "logs"
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder / f"run-{district_id}-{datetime.now():%Y%m%d-%H%M%S}-{os.getpid()}.log"
+
+
+def step_seconds(instance, run_id: str) -> dict[str, float]:
+    """Wall time of each step of a run, from the instance's event log."""
+    import dagster as dg
+
+    started: dict[str, float] = {}
+    seconds: dict[str, float] = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event is None or event.step_key is None:
+            continue
+        if event.event_type == dg.DagsterEventType.STEP_START:
+            started[event.step_key] = record.timestamp
+        elif event.is_step_success or event.is_step_failure:
+            seconds[event.step_key] = record.timestamp - started.get(event.step_key, record.timestamp)
+    return seconds
 
 
 def _say(message: str) -> None:

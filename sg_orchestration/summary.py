@@ -36,6 +36,7 @@ class Summary:
     targets: dict[str, str]  # publish asset -> published | not configured | did not run: ...
     open_errors: list[tuple[str, str, int]]
     skipped: list[str] = field(default_factory=list)  # steps not run because an input of theirs failed
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time per step
 
     @property
     def checks_failed(self) -> int:
@@ -105,10 +106,15 @@ def _upstream(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
     return seen
 
 
-def collect(result: dg.ExecuteInProcessResult, district_id: str, defs: dg.Definitions) -> Summary:
+def collect(
+    result: dg.ExecuteInProcessResult,
+    district_id: str,
+    defs: dg.Definitions,
+    seconds: dict[str, float] | None = None,
+) -> Summary:
     assets: dict[str, AssetLine] = {}
     step_failures: dict[str, str] = {}
-    skipped: list[str] = []
+    started: set[str] = set()
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
@@ -127,13 +133,15 @@ def collect(result: dg.ExecuteInProcessResult, district_id: str, defs: dg.Defini
                 line.checks_failed += 1
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             step_failures[event.step_key] = _failure_cause(event)
-        elif event.event_type == dg.DagsterEventType.STEP_SKIPPED:
-            skipped.append(event.step_key)
+        elif event.event_type == dg.DagsterEventType.STEP_START:
+            started.add(event.step_key)
 
     graph = defs.resolve_asset_graph()
     keys_of_step = {
         a.op.name: a.keys for a in defs.assets if isinstance(a, dg.AssetsDefinition) and a.is_executable
     }
+    job_steps = {node.name for node in result.job_def.nodes}
+    skipped = sorted(job_steps & set(keys_of_step) - started)  # their inputs failed: never started
     failed_keys = {key: cause for step, cause in step_failures.items() for key in keys_of_step.get(step, ())}
     # A step of one asset is named by its asset; a multi-asset step (dbt) once, by its step.
     failures = {
@@ -166,7 +174,7 @@ def collect(result: dg.ExecuteInProcessResult, district_id: str, defs: dg.Defini
             "group by all order by stage, target",
             [district_id],
         ).fetchall()
-    return Summary(result.success, assets, failures, targets, open_errors, sorted(skipped))
+    return Summary(result.success, assets, failures, targets, open_errors, skipped, seconds or {})
 
 
 def render(summary: Summary, district: District, dry_run: bool = False) -> str:
@@ -174,6 +182,8 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         f"\n== sg_orchestration summary: {district.name} ({district.id}){' [dry run]' if dry_run else ''} =="
     ]
     ingest = [a for a in summary.assets.values() if a.asset.startswith("raw/")]
+    if summary.seconds:
+        out.append(_stages(summary, ingest))
     if ingest:
         out.append(f"\n{'ingest':44} {'status':>10} {'read':>9} {'added':>9} {'errors':>7} {'check':>6}")
         for a in sorted(ingest, key=lambda a: a.asset):
@@ -230,6 +240,31 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         out.append("not run (an input of theirs failed): " + ", ".join(summary.skipped))
     out.append("\nresult: " + summary.result)
     return "\n".join(out)
+
+
+def _stages(summary: Summary, ingest: list[AssetLine]) -> str:
+    """One line per stage: its wall time and what it did (counts only)."""
+    seconds = summary.seconds
+    stage_of = {"raw": "ingest", "validate": "validate", "publish": "publish"}
+    totals: dict[str, float] = {}
+    for step, s in seconds.items():
+        name = stage_of.get(step.split("__", 1)[0], step)
+        totals[name] = totals.get(name, 0.0) + s
+    rows_added = sum(int(a.metadata.get("rows_added", 0)) for a in ingest)
+    sent = sum(
+        int(v)
+        for a in summary.assets.values()
+        if a.asset.startswith(PUBLISH_PREFIX)
+        for k, v in a.metadata.items()
+        if k.endswith("/sent") and isinstance(v, int | float)
+    )
+    what = {
+        "ingest": f"{len(ingest)} sources, {rows_added:,} rows added",
+        "publish": f"{sent:,} requests sent",
+    }
+    lines = ["\nstages (wall time):"]
+    lines += [f"  {name:16} {s:7.1f} s  {what.get(name, '')}".rstrip() for name, s in totals.items()]
+    return "\n".join(lines)
 
 
 def _indented_table(markdown: str) -> str:

@@ -36,6 +36,7 @@ class Target:
         self.hanging = threading.Event()
         self.next_id = 0
         self.seen = 0
+        self.on_create = None  # called with each create's body as it arrives
 
     def docs(self) -> dict[str, dict]:
         return {o["doc"]: o for o in self.objects.values()}
@@ -54,6 +55,8 @@ class Target:
 
         async def create(request):
             body = await request.json()
+            if self.on_create:
+                self.on_create(body)
             if body.get("code") == "XX":
                 return web.json_response(
                     {"message": f"code '{body['code']}' is not in table C053"}, status=400
@@ -535,3 +538,103 @@ def test_a_pending_create_from_before_lookup_keys_withdrawn_since_is_settled_by_
     assert_store_matches(state, remaining)
     assert _md5("doc-0002") in _ledger() and _ledger()[_md5("doc-0002")][0] == "deleted"
     assert run(url, remaining).incomplete == 0
+
+
+# --- issue 7 §2: the whole path's cost: bytes payloads, few ledger writes, the token reused ---------------
+class RawThingsAdapter(ThingsAdapter):
+    """Sends the desired state's JSON text as it is (`raw_payload`): no decode and re-encode."""
+
+    raw_payload = True
+
+    def request(self, action, payload, target_id, etag):
+        if action == "delete":
+            return Request("DELETE", f"/things/{target_id}")
+        assert isinstance(payload, str)  # the stored text, not a dict
+        headers = {"Content-Type": "application/json"}
+        if action == "create":
+            return Request("PUT", "/things", headers=headers, data=payload.encode())
+        return Request(
+            "POST", f"/things/{target_id}", headers={**headers, "If-Match": etag}, data=payload.encode()
+        )
+
+
+class CountingTokens(Tokens):
+    def __init__(self):
+        super().__init__()
+        self.asked = 0
+
+    async def token(self, force=False):
+        self.asked += 1
+        return await super().token(force)
+
+
+def _publish(url, records, adapter, tokens=None, **kwargs):
+    return publish(
+        connect, "d1", "things-api", "things", desired(records), adapter, url, tokens or Tokens(),
+        concurrency=8, retry=FAST, **kwargs,
+    )  # fmt: skip
+
+
+def test_a_raw_payload_adapter_sends_the_stored_json_text_and_errors_stay_scrubbed(target, warehouse):
+    state, url = target
+    records = things(30, doc_0004={"code": "XX"})
+    result = _publish(url, records, RawThingsAdapter())
+    assert (result.counts["created"], result.counts["failed"]) == (29, 1)
+    assert "| create: 400 code '…' is not in table C053 | 1 |" in result.top_error_causes(5)
+    changed = things(30, doc_0007={"value": -7})
+    again = _publish(url, changed, RawThingsAdapter())
+    assert (again.counts["created"], again.counts["updated"], again.counts["failed"]) == (1, 1, 0)
+    assert_store_matches(state, changed)
+    assert _publish(url, changed, RawThingsAdapter()).counts["sent"] == 0
+
+
+def test_the_token_provider_is_not_asked_for_every_request(target, warehouse):
+    state, url = target
+    tokens = CountingTokens()
+    result = _publish(url, things(300), ThingsAdapter(), tokens)
+    assert result.counts["created"] == 300
+    assert tokens.asked < 30  # once per reuse period and worker start, not 300 times
+    state.token = "tok-2"  # expired at the target: a 401 still refreshes the token at once
+    changed = things(300, doc_0001={"value": -1})
+    assert _publish(url, changed, ThingsAdapter(), tokens).counts["updated"] == 1
+    assert tokens.forced == 1
+
+
+def test_creates_are_marked_pending_before_they_are_sent_in_few_ledger_writes(target, warehouse, monkeypatch):
+    """Each page's pending marks are committed before any of its creates reaches the target, and the
+    results go in the same writes: a few ledger writes for 500 creates, not one per 200 twice."""
+    from sg_orchestration.publish import ledger
+
+    state, url = target
+    events: list[tuple[str, str]] = []
+    lock = threading.Lock()
+    write = ledger.write
+
+    def recording_write(con, district_id, target_, resource, rows):
+        write(con, district_id, target_, resource, rows)  # committed when it returns
+        with lock:
+            events.extend(("pending", r[8]) for r in rows if r[4] == "pending")
+            events.append(("write", ""))
+
+    monkeypatch.setattr(ledger, "write", recording_write)
+
+    def arrived(body):
+        with lock:
+            events.append(("sent", body["doc"]))
+
+    state.on_create = arrived
+    records = things(500)
+    result = _publish(url, records, ThingsAdapter(), batch_size=200)
+    assert result.counts["created"] == 500
+    marked = [doc for kind, doc in events if kind == "pending"]
+    assert sorted(marked) == sorted(records)  # every create was marked pending, once
+    pending: set[str] = set()
+    for kind, doc in events:
+        if kind == "pending":
+            pending.add(doc)
+        elif kind == "sent":
+            assert doc in pending, f"{doc} reached the target before its pending mark was committed"
+    writes = sum(kind == "write" for kind, _ in events)
+    assert writes <= 8, writes  # 3 pages (marks + results so far), the last results, a timed flush or two
+    assert all(status == "sent" for status, _, _ in _ledger().values())
+    assert_store_matches(state, records)

@@ -89,7 +89,7 @@ def test_a_broken_powerschool_file_and_a_missing_campus_folder_stop_only_what_re
     failed = out.split("FAILED:")[1]
     assert "raw/powerschool__students" in failed and "Local Id" in failed
     assert "raw/campus__" in failed
-    assert "dbt_oneroster" in out and "dbt_edfi" in out  # not run: their inputs failed
+    assert "dbt_oneroster" in out and "dbt_edfi" in out, out  # not run: their inputs failed
     # Every run reuses one dbt target folder per step and district: nothing piles up.
     assert not list((DBT_PROJECT_DIR / "target").glob("dbt_models-*"))
     assert (DBT_PROJECT_DIR / "target" / "runs" / "dbt_qmlativ" / "demo").is_dir()

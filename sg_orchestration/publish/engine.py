@@ -8,12 +8,14 @@ One call of `publish` handles one (district, target, resource):
 2. the desired state is diffed against `ops.publish_ledger` in SQL (`ledger.plan`);
    a plan that would delete a large share of what the target holds is refused (`DeleteGuard`) unless
    confirmed;
-3. creates are marked `pending` (with their natural key) a chunk at a time, in their own transaction,
-   before they are sent;
+3. the plan is read a page of `batch_size` requests at a time; a page's creates are marked `pending`
+   (with their natural key), committed, before any request of the page is sent;
 4. requests go out `concurrency` at a time (`sender.Sender`) and results are written to the ledger as
-   they arrive, in batches of `batch_size` or every `flush_s` seconds, each batch one transaction: a kill
-   loses at most the unwritten batch, whose requests the next run re-sends (updates, deletes) or looks up
-   (creates).
+   they arrive: with the next page's pending marks (one ledger write, one transaction, for both), when
+   `2 * batch_size` are waiting, or `flush_s` seconds after the last write. A kill loses at most those
+   unwritten results, whose requests the next run re-sends (updates, deletes) or looks up (creates: they
+   are still `pending` in the ledger). Each ledger write costs DuckDB a few milliseconds whatever its size,
+   so the engine makes few and large ones.
 
 `resync` compares what the target actually holds (the adapter lists it) with the ledger and the desired
 state, and fixes each difference (see `RESYNC_CAUSES`).
@@ -28,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable
 from contextlib import AbstractContextManager
@@ -59,7 +62,11 @@ class ResyncError(RuntimeError):
 
 
 class Adapter(Protocol):
-    """How one target resource is written: pure functions from ledger state to requests and back."""
+    """How one target resource is written: pure functions from ledger state to requests and back.
+
+    An adapter with a true `raw_payload` attribute is given the payload as the desired state's JSON text
+    (`str`) instead of a decoded `dict`, and sends it as it is (`Request.data`): no decode and re-encode
+    per request when the target takes the stored JSON unchanged."""
 
     def request(self, action: str, payload: dict | None, target_id: str | None, etag: str | None) -> Request:
         """The request for `create` / `update` (payload given) or `delete` (payload None)."""
@@ -226,8 +233,8 @@ def publish(
     retry: RetryPolicy | None = None,
     retry_rejected: bool = False,
     guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
-    batch_size: int = 200,
-    flush_s: float = 0.5,
+    batch_size: int = 2000,
+    flush_s: float = 2.0,
 ) -> PublishResult:
     """Publish one resource's desired state; runs its own asyncio loop (call it from a sync asset).
 
@@ -267,8 +274,8 @@ def resync(
     dry_run: bool = False,
     retry: RetryPolicy | None = None,
     guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
-    batch_size: int = 200,
-    flush_s: float = 0.5,
+    batch_size: int = 2000,
+    flush_s: float = 2.0,
 ) -> ResyncResult:
     """Reconcile one resource: list what the target holds and fix every difference with the ledger and
     the desired state (arguments as for `publish`). Pending creates are resolved first, as in `publish`.
@@ -326,6 +333,7 @@ class _Run:
     ):
         self.scope = (district_id, target, resource)
         self.adapter: Adapter = adapter
+        self.raw_payload = bool(getattr(adapter, "raw_payload", False))
         self.base_url = base_url
         self.tokens = tokens
         self.concurrency = concurrency
@@ -337,6 +345,7 @@ class _Run:
         self.result = PublishResult(district_id, target, resource, dry_run=False)
         self.fixes: Counter | None = None  # a resync's counts per cause, as its fixes succeed
         self.buffer: list[tuple] = []
+        self.flushed_at = 0.0  # time.monotonic() of the last ledger write of results
 
     async def run(self, dry_run: bool, retry_rejected: bool) -> PublishResult:
         result = self.result
@@ -570,43 +579,49 @@ class _Run:
 
     # --- the plan --------------------------------------------------------------------------------------
     async def _send_plan(self, table: str) -> None:
-        """Send the requests of `table` (`ledger.PLAN_TABLE`, or a resync's fixes, which add `cause`)."""
-        queue: asyncio.Queue = asyncio.Queue(maxsize=2 * self.concurrency)
+        """Send the requests of `table` (`ledger.PLAN_TABLE`, or a resync's fixes, which add `cause`).
+
+        The plan is read a page of `batch_size` rows at a time; the page's creates are marked pending in
+        one ledger write before any row of the page is handed to a worker. The workers share one plain
+        iterator (no queue): it never awaits, so each `next` runs to its end before another worker's."""
         cause = "cause" if table != ledger.PLAN_TABLE else "null"
 
-        async def produce() -> None:
+        def rows():
             seq = 0
-            while rows := self.con.execute(
+            while page := self.con.execute(
                 f"select seq, key_hash, action, content_hash, payload, target_id, etag, held_hash, "
                 f"lookup_key, {cause} from {table} where seq > ? order by seq limit ?",
                 [seq, self.batch_size],
             ).fetchall():
-                seq = rows[-1][0]
+                seq = page[-1][0]
                 # Committed before any of these creates is sent, with the natural key: a kill leaves them
-                # to be looked up, even if they are withdrawn before the next run.
-                creates = [r for r in rows if r[2] == "create"]
-                ledger.write(
-                    self.con,
-                    *self.scope,
-                    [(r[1], r[3], None, None, "pending", "create", None, None, r[8]) for r in creates],
-                )
-                for row in rows:
-                    await queue.put(row[1:])
-            for _ in range(self.concurrency):
-                await queue.put(None)
+                # to be looked up, even if they are withdrawn before the next run. The results heard
+                # back so far go in the same write.
+                marks = [
+                    (r[1], r[3], None, None, "pending", "create", None, None, r[8])
+                    for r in page
+                    if r[2] == "create"
+                ]
+                self._flush(marks)
+                for row in page:
+                    yield row[1:]
+
+        plan = rows()
+        perform = self._perform
 
         async def work() -> None:
-            while (item := await queue.get()) is not None:
-                await self._perform(*item)
+            for item in plan:
+                await perform(*item)
 
-        async def tick() -> None:
+        async def tick() -> None:  # results wait at most `flush_s` after the last write
             while True:
-                await asyncio.sleep(self.flush_s)
-                self._flush()
+                await asyncio.sleep(max(0.05, self.flushed_at + self.flush_s - time.monotonic()))
+                if time.monotonic() >= self.flushed_at + self.flush_s:
+                    self._flush()
 
         ticker = asyncio.create_task(tick())
         try:
-            await asyncio.gather(produce(), *(work() for _ in range(self.concurrency)))
+            await asyncio.gather(*(work() for _ in range(self.concurrency)))
         finally:
             ticker.cancel()
 
@@ -614,8 +629,10 @@ class _Run:
         self, key_hash, action, content_hash, payload_json, target_id, etag, held_hash, lookup_key, cause
     ) -> None:
         """One request and its ledger row. `key_hash` None: an object the ledger does not know (a resync's
-        orphan), nothing recorded. `cause`: the resync cause counted when it succeeds."""
-        payload = json.loads(payload_json) if payload_json is not None else None
+        orphan), nothing recorded. `cause`: the resync cause counted when it succeeds. An adapter with
+        `raw_payload` gets the stored JSON text (to send as it is), any other the decoded payload."""
+        raw = payload_json is None or self.raw_payload
+        payload = payload_json if raw else json.loads(payload_json)
         found: list[str] = []
 
         async def recover() -> bool:
@@ -634,7 +651,7 @@ class _Run:
                     raise GaveUp(f"{reply.status} answer without an id", ambiguous=True)
                 self._succeeded(key_hash, action, content_hash, new_id or target_id, new_etag, cause)
             else:
-                error = _cause(reply, payload)
+                error = _cause(reply, json.loads(payload_json) if payload_json is not None else None)
                 held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
                 self._failed(key_hash, action, error, *held, "failed", content_hash or ledger.WITHDRAWN)
         except GaveUp as exc:
@@ -681,11 +698,19 @@ class _Run:
             return
         row = (key_hash, content_hash, target_id, etag, status, action, error, rejected, lookup_key)
         self.buffer.append(row)
-        if len(self.buffer) >= self.batch_size:
+        if len(self.buffer) >= 2 * self.batch_size:
             self._flush()
 
-    def _flush(self) -> None:
+    def _flush(self, marks: list[tuple] = ()) -> None:
+        """Write the results heard back and `marks` (pending creates about to be sent) in one transaction.
+        A key in both (never in a plan) keeps its result."""
         rows, self.buffer = self.buffer, []
+        if marks:
+            if rows:
+                done = {r[0] for r in rows}
+                marks = [m for m in marks if m[0] not in done]
+            rows += marks
+        self.flushed_at = time.monotonic()
         ledger.write(self.con, *self.scope, rows)
 
 

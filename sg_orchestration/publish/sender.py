@@ -18,6 +18,10 @@ from typing import Any, Protocol
 
 import aiohttp
 
+# A token the provider gave is reused this long without asking it again (its lock, its expiry check): far
+# less than any provider's refresh margin (`QmlativTokens` refreshes a minute before expiry). A 401 still
+# refreshes it at once.
+TOKEN_REUSE_S = 5.0
 RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
 # Answers that say the request was not applied; after any other failure a create may have happened.
 NOT_APPLIED_STATUSES = frozenset({429, 503})
@@ -45,6 +49,7 @@ class Request:
     json: Any = None
     headers: Mapping[str, str] = field(default_factory=dict)
     params: Mapping[str, str] | None = None
+    data: bytes | None = None  # a body already encoded (set its Content-Type in `headers`): sent as it is
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,8 @@ class Sender:
         self._retry = retry
         self._refresh_lock = asyncio.Lock()
         self._session: aiohttp.ClientSession | None = None
+        self._token: str | None = None
+        self._token_until = 0.0
 
     async def __aenter__(self) -> Sender:
         self._session = aiohttp.ClientSession(
@@ -106,13 +113,16 @@ class Sender:
             attempt += 1
             if ambiguous and recover is not None and await recover():
                 return None
-            token = await self._tokens.token(False)
+            token = self._token
+            if token is None or asyncio.get_running_loop().time() > self._token_until:
+                token = await self._token_now()
             headers = {**request.headers, "Authorization": f"Bearer {token}"}
             try:
                 async with self._session.request(
                     request.method,
                     self._base_url + request.path,
                     json=request.json,
+                    data=request.data,
                     params=request.params,
                     headers=headers,
                 ) as response:
@@ -135,9 +145,16 @@ class Sender:
                 raise GaveUp(f"{cause} (gave up after {attempt} attempts)", ambiguous)
             await asyncio.sleep(wait if wait is not None else self._backoff(attempt))
 
+    async def _token_now(self) -> str:
+        """The provider's token, remembered for `TOKEN_REUSE_S`."""
+        token = await self._tokens.token(False)
+        self._token, self._token_until = token, asyncio.get_running_loop().time() + TOKEN_REUSE_S
+        return token
+
     async def _refresh(self, stale: str) -> None:
         """One refresh for a burst of 401s: requests in flight with the same stale token share it."""
         async with self._refresh_lock:
+            self._token = None  # the next request asks the provider again
             if await self._tokens.token(False) == stale:
                 await self._tokens.token(True)
 
