@@ -95,17 +95,6 @@ def _failure_cause(event) -> str:
     return line[:CAUSE_CHARS]
 
 
-def _upstream(graph, key: dg.AssetKey) -> set[dg.AssetKey]:
-    seen: set[dg.AssetKey] = set()
-    todo = [key]
-    while todo:
-        for parent in graph.get(todo.pop()).parent_keys:
-            if parent not in seen and graph.has(parent):
-                seen.add(parent)
-                todo.append(parent)
-    return seen
-
-
 def collect(
     result: dg.ExecuteInProcessResult,
     district_id: str,
@@ -160,9 +149,8 @@ def collect(
         elif line is not None:
             targets[name] = "not configured" if line.metadata.get("configured") is False else "published"
         else:
-            roots = sorted(
-                (k.to_user_string(), c) for k, c in failed_keys.items() if k in _upstream(graph, key)
-            )
+            upstream = set(graph.upstream_key_iterator(key))
+            roots = sorted((k.to_user_string(), c) for k, c in failed_keys.items() if k in upstream)
             targets[name] = (
                 "did not run: " + "; ".join(f"{k} failed: {c}" for k, c in roots[:3])
                 if roots

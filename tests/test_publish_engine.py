@@ -271,11 +271,10 @@ def _publish_in_child(url: str, n: int) -> None:
     run(url, things(n), concurrency=4, batch_size=5)
 
 
-def test_a_run_killed_mid_publish_and_run_again_ends_with_the_desired_state_and_no_duplicates(
-    target, warehouse
-):
-    state, url = target
-    state.hang_after_creates = 30  # creates after the 30th are applied but never answered
+def _kill_a_publish_mid_run(state, url: str) -> None:
+    """SIGKILL a process publishing 120 creates once the 30 after which creates are applied but never
+    answered have gone out."""
+    state.hang_after_creates = 30
     child = multiprocessing.get_context("spawn").Process(target=_publish_in_child, args=(url, 120))
     child.start()
     try:
@@ -283,6 +282,13 @@ def test_a_run_killed_mid_publish_and_run_again_ends_with_the_desired_state_and_
     finally:
         os.kill(child.pid, signal.SIGKILL)
         child.join(10)
+
+
+def test_a_run_killed_mid_publish_and_run_again_ends_with_the_desired_state_and_no_duplicates(
+    target, warehouse
+):
+    state, url = target
+    _kill_a_publish_mid_run(state, url)
     assert 30 < len(state.objects) < 120
     state.hang_after_creates = None
     result = run(url, things(120))
@@ -383,14 +389,7 @@ def test_pending_creates_of_a_killed_run_withdrawn_before_the_next_run_are_delet
     target, warehouse
 ):
     state, url = target
-    state.hang_after_creates = 30  # creates after the 30th are applied but never answered
-    child = multiprocessing.get_context("spawn").Process(target=_publish_in_child, args=(url, 120))
-    child.start()
-    try:
-        assert state.hanging.wait(60), "the child never reached the hang"
-    finally:
-        os.kill(child.pid, signal.SIGKILL)
-        child.join(10)
+    _kill_a_publish_mid_run(state, url)
     state.hang_after_creates = None
     docs = {_md5(doc): doc for doc in things(120)}
     pending = [docs[k] for k, (status, *_) in _ledger().items() if status == "pending"]

@@ -122,12 +122,12 @@ def samegoal(sb: Sandbox):
         yield client
 
 
-def _read_all(client: httpx.Client, **params) -> tuple[list[dict], httpx.Response]:
-    """Every record of FORM following next_cursor, and the first response."""
+def _read_all(client: httpx.Client, form: str = FORM, **params) -> tuple[list[dict], httpx.Response]:
+    """Every record of `form` following next_cursor, and the first response."""
     records, cursor, first = [], None, None
     while True:
         response = client.get(
-            f"/api/v1/state-reporting/{FORM}", params={**params, **({"cursor": cursor} if cursor else {})}
+            f"/api/v1/state-reporting/{form}", params={**params, **({"cursor": cursor} if cursor else {})}
         )
         assert response.status_code == 200, response.text
         first = first or response
@@ -303,20 +303,6 @@ def test_up_and_down_run_a_detached_process(inputs: Path, tmp_path: Path, monkey
 
 
 # --- the next day's export --------------------------------------------------------------------------------
-def _read_form(client: httpx.Client, form: str, **params) -> tuple[list[dict], httpx.Response]:
-    records, cursor, first = [], None, None
-    while True:
-        response = client.get(
-            f"/api/v1/state-reporting/{form}", params={**params, **({"cursor": cursor} if cursor else {})}
-        )
-        assert response.status_code == 200, response.text
-        first = first or response
-        records += response.json()["records"]
-        cursor = response.json()["next_cursor"]
-        if cursor is None:
-            return records, first
-
-
 def _versions(records: list[dict], form: str) -> set[tuple[str, str, str, str | None]]:
     return {(form, r["document_id"], r["document_status"], r["completed_at"]) for r in records}
 
@@ -333,7 +319,7 @@ def test_the_sandbox_serves_the_next_day_and_an_incremental_read_gets_only_its_c
         time.sleep(1.1)  # the Date header has whole seconds: read after the second the server loaded in
         first_day, read_at = set(), None
         for form in SAMEGOAL_FORMS:
-            records, response = _read_form(client, form)
+            records, response = _read_all(client, form)
             first_day |= _versions(records, form)
             read_at = read_at or parsedate_to_datetime(response.headers["Date"])
 
@@ -358,7 +344,7 @@ def test_the_sandbox_serves_the_next_day_and_an_incremental_read_gets_only_its_c
         assert reload.json()["updated"] == changes["edited"] + changes["voided"]
         incremental = set()
         for form in SAMEGOAL_FORMS:
-            records, _ = _read_form(client, form, completed_since=read_at.isoformat(), limit=7)
+            records, _ = _read_all(client, form, completed_since=read_at.isoformat(), limit=7)
             incremental |= _versions(records, form)
         assert incremental == expected
         assert {v[2] for v in incremental} == {"complete", "voided"}
@@ -371,13 +357,13 @@ def test_the_sandbox_serves_the_next_day_and_an_incremental_read_gets_only_its_c
         ).isoformat()
         served = set()
         for form in SAMEGOAL_FORMS:
-            records, _ = _read_form(client, form, completed_since=since)
+            records, _ = _read_all(client, form, completed_since=since)
             served |= _versions(records, form)
         assert {v for v in served if v[3]} == expected
         assert all(v[2] != "complete" for v in served - expected)
         everything = set()
         for form in SAMEGOAL_FORMS:
-            everything |= _versions(_read_form(client, form)[0], form)
+            everything |= _versions(_read_all(client, form)[0], form)
         assert (
             expected <= everything
             and len(everything) == len(first_day) + changes["new"] + changes["superseded"]

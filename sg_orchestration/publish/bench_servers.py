@@ -16,11 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import json
-import multiprocessing
 import urllib.request
 
 from aiohttp import web
 
+from sg_orchestration.publish.measure import serve_app, server_process
 from sg_orchestration.publish.sender import Request
 
 RESOURCE = "students"
@@ -69,20 +69,13 @@ def _serve(conn) -> None:
             counts["posts"] = 0
         return web.Response(body=json.dumps(counts).encode(), content_type="application/json")
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_get("/", root)
-        app.router.add_post("/oauth/token", token)
-        app.router.add_get("/metadata/data/v3/dependencies", dependencies)
-        app.router.add_post("/data/v3/{tail:.*}", post)
-        app.router.add_route("*", "/_stats", stats)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        conn.send(runner.addresses[0][1])
-        await asyncio.Event().wait()  # until the parent terminates this process
-
-    asyncio.run(main())
+    app = web.Application()
+    app.router.add_get("/", root)
+    app.router.add_post("/oauth/token", token)
+    app.router.add_get("/metadata/data/v3/dependencies", dependencies)
+    app.router.add_post("/data/v3/{tail:.*}", post)
+    app.router.add_route("*", "/_stats", stats)
+    serve_app(app, conn)
 
 
 class EdFiStub:
@@ -90,23 +83,14 @@ class EdFiStub:
 
     def __init__(self) -> None:
         self.base_url = ""
-        self._process = None
+        self._server = server_process(_serve, "Ed-Fi stub server")
 
     def __enter__(self) -> EdFiStub:
-        parent, child = multiprocessing.Pipe()
-        self._process = multiprocessing.get_context("spawn").Process(
-            target=_serve, args=(child,), daemon=True
-        )
-        self._process.start()
-        if not parent.poll(30):
-            self._process.terminate()
-            raise RuntimeError("the Ed-Fi stub server did not start")
-        self.base_url = f"http://127.0.0.1:{parent.recv()}"
+        self.base_url = self._server.__enter__()
         return self
 
     def __exit__(self, *exc) -> None:
-        self._process.terminate()
-        self._process.join(10)
+        self._server.__exit__(*exc)
 
     def _stats(self, method: str) -> dict:
         request = urllib.request.Request(f"{self.base_url}/_stats", method=method)

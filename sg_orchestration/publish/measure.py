@@ -13,7 +13,9 @@ import asyncio
 import multiprocessing
 import sys
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
 
 import aiohttp
 import httpx
@@ -27,21 +29,44 @@ BODY = {"DataObject": {"StudentID": 123456, "SourceDocumentID": "doc-0001", "Sta
 HEADERS = {"Authorization": "Bearer " + "t" * 40}
 
 
+def serve_app(app: web.Application, conn) -> None:
+    """In a child process: serve `app` on a free 127.0.0.1 port, send the port through `conn`, and serve
+    until the parent terminates this process."""
+
+    async def main() -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, "127.0.0.1", 0).start()
+        conn.send(runner.addresses[0][1])
+        await asyncio.Event().wait()
+
+    asyncio.run(main())
+
+
+@contextmanager
+def server_process(serve: Callable[[Any], None], name: str) -> Iterator[str]:
+    """Run `serve(conn)` (a module-level function calling `serve_app`) in a spawned child process for the
+    time of the block, so none of its CPU is charged to this one; yields its base URL."""
+    parent, child = multiprocessing.Pipe()
+    process = multiprocessing.get_context("spawn").Process(target=serve, args=(child,), daemon=True)
+    process.start()
+    try:
+        if not parent.poll(30):
+            raise RuntimeError(f"the {name} did not start")
+        yield f"http://127.0.0.1:{parent.recv()}"
+    finally:
+        process.terminate()
+        process.join(10)
+
+
 def _serve(conn) -> None:
     async def ok(request: web.Request) -> web.Response:
         await request.read()
         return web.Response(body=b'{"ID": 1}', content_type="application/json")
 
-    async def main() -> None:
-        app = web.Application()
-        app.router.add_route("*", "/{tail:.*}", ok)
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, "127.0.0.1", 0).start()
-        conn.send(runner.addresses[0][1])
-        await asyncio.Event().wait()  # until the parent terminates this process
-
-    asyncio.run(main())
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", ok)
+    serve_app(app, conn)
 
 
 async def _drive(one: Callable[[], Awaitable[None]], requests: int, concurrency: int) -> None:
@@ -92,17 +117,9 @@ def aiohttp_floor_us(url: str, requests: int, concurrency: int, body: dict, meth
 
 def measure(requests: int = 5000, concurrency: int = 32) -> dict[str, float]:
     """Client CPU µs per request for each transport in `TRANSPORTS`, against a server in another process."""
-    parent, child = multiprocessing.Pipe()
-    server = multiprocessing.get_context("spawn").Process(target=_serve, args=(child,), daemon=True)
-    server.start()
-    try:
-        if not parent.poll(30):
-            raise RuntimeError("the measurement server did not start")
-        url = f"http://127.0.0.1:{parent.recv()}/Generic/1/Module/Object"
+    with server_process(_serve, "measurement server") as base_url:
+        url = f"{base_url}/Generic/1/Module/Object"
         return {kind: asyncio.run(_cpu_us(kind, url, requests, concurrency)) for kind in TRANSPORTS}
-    finally:
-        server.terminate()
-        server.join(10)
 
 
 if __name__ == "__main__":
