@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from sg_orchestration.config import District
+from sg_orchestration.transform.reuse import REUSED
 from sg_orchestration.warehouse import connect
 
 PUBLISH_PREFIX = "publish/"
@@ -191,9 +192,10 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         tests = sum(a.checks_passed + a.checks_warned + a.checks_failed for a in models)
         warned = sum(a.checks_warned for a in models)
         failed = sum(a.checks_failed for a in models)
+        reused = sum(REUSED in a.metadata for a in models)
         out.append(
-            f"\ndbt: {len(models)} models and seeds built; {tests} tests: {tests - warned - failed} passed, "
-            f"{warned} warned, {failed} failed"
+            f"\ndbt: {len(models) - reused} models and seeds built, {reused} reused (nothing they read changed); "
+            f"{tests} tests: {tests - warned - failed} passed, {warned} warned, {failed} failed"
         )
     for a in sorted(validations, key=lambda a: a.asset):
         counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)

@@ -66,6 +66,21 @@ create table if not exists ops.error_log (
     last_seen_at timestamptz not null,
     resolved_at timestamptz
 );
+create table if not exists ops.dbt_builds (
+    district_id varchar not null,
+    step varchar not null,             -- the dbt step (dbt_<target>)
+    fingerprint varchar not null,      -- of the dbt project and the district's loads the step reads
+    run_id varchar,
+    built_at timestamptz not null,
+    primary key (district_id, step)
+);
+create table if not exists ops.validated_marts (
+    district_id varchar not null,
+    mart varchar not null,
+    digest varchar not null,           -- of the district's mart rows, its code tables and the rules
+    validated_at timestamptz not null,
+    primary key (district_id, mart)
+);
 """
 
 LOAD_COLUMNS = (

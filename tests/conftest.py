@@ -63,7 +63,8 @@ def sandbox(district_inputs):
 
 @pytest.fixture(scope="session")
 def districts_file(session_dir, district_inputs, sandbox) -> Path:
-    """`demo` (SameGoal and Qmlativ over the sandbox APIs) and `filedrop` (every source from files)."""
+    """`demo` (SameGoal and Qmlativ over the sandbox APIs; the Qmlativ writeback only) and `filedrop`
+    (every source from files, every target)."""
     path = Path(os.environ["SG_DISTRICTS_FILE"])
     sandbox.write_districts_file(path)
     os.environ.update(sandbox.credentials)
@@ -76,6 +77,20 @@ def districts_file(session_dir, district_inputs, sandbox) -> Path:
         samegoal_dir=str(district_inputs / "samegoal"), qmlativ_dir=str(district_inputs / "qmlativ")
     )
     del filedrop["samegoal"]["base_url"], filedrop["qmlativ"]["base_url"]
+    # Every target, so its nightly builds every dbt step (`demo` has only the Qmlativ writeback).
+    filedrop["edfi"] = {
+        "connections": [
+            {
+                "name": "idoe",
+                "base_url": "http://127.0.0.1:9/api",
+                "key_env": "SG_TEST_EDFI_KEY",
+                "secret_env": "SG_TEST_EDFI_SECRET",
+                "district_number": "5375",
+                "school_years": [2026],
+            }
+        ]
+    }
+    filedrop["oneroster"] = {"delivery": {"directory": {"path": str(session_dir / "outbox")}}}
     doc["districts"].append(filedrop)
     assert [d["id"] for d in doc["districts"]] == list(TEST_DISTRICTS)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -351,3 +351,23 @@ def test_a_record_that_fails_validation_is_never_sent(current):
         e3 = con.execute("select md5('E3')").fetchone()[0]
     assert [k for k, payload in desired if payload is not None] == [e3]
     assert len(desired) == 3  # the two failing records are held: no payload, what Qmlativ holds stays
+
+
+def test_an_unchanged_mart_is_not_validated_again_and_its_errors_stay_open(current):
+    from sg_orchestration.validate.qmlativ import record_mart_failures
+
+    with connect() as con:
+        first, _ = record_mart_failures(con, "rules")
+        again, validated = record_mart_failures(con, "rules")
+    assert validated == [] and again == first and first["special_education_enrollment"] >= 2
+    assert [e[:2] for e in _validation_errors()["E1"]] == [("StateInstructionalSetting", "47")]
+    # A code the district adds changes what the marts are checked against: they are validated again.
+    with connect() as con:
+        con.execute("insert into reference.teds_codes values ('C035', '47', 'test only', 'rules')")
+        try:
+            counts, validated = record_mart_failures(con, "rules")
+            assert "qmlativ__special_education_enrollment" in validated
+            assert counts["special_education_enrollment"] == first["special_education_enrollment"] - 1
+        finally:
+            con.execute("delete from reference.teds_codes where district_id = 'rules' and code = '47'")
+    assert "E1" in _validation_errors()

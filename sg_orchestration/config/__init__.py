@@ -20,6 +20,7 @@ from sg_orchestration.catalog import SAMEGOAL_PROGRAMS
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 EnvVarName = Annotated[str, Field(pattern=ENV_NAME, description="name of an environment variable")]
+CONFIG_DIR = Path(__file__).parent  # the configuration shipped with the package
 DEFAULT_QMLATIV_OBJECTS: dict[str, dict[str, str]] = yaml.safe_load(
     (Path(__file__).parent / "qmlativ_objects.yaml").read_text()
 )

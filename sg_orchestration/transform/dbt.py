@@ -2,22 +2,29 @@
 
 Each target's models build in their own step, so a source that fails to ingest stops only the models and
 the target that read it: a broken PowerSchool file never keeps the Qmlativ writeback from going out.
+A step builds only for a district that has its target (the Ed-Fi and OneRoster steps need the district's
+`edfi` / `oneroster` section), and only when something it reads changed since its last clean build
+(`transform.reuse`); otherwise it reports its models as reused.
 """
 
+import importlib.metadata
 import os
 import shutil
 import sys
 from collections.abc import Mapping
-from functools import cache
+from functools import cache, cached_property
+from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
 from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
+from packaging import version
 
-from sg_orchestration.catalog import SAMEGOAL_PROGRAMS
+from sg_orchestration.catalog import SAMEGOAL_PROGRAMS, SOURCES_BY_NAME
 from sg_orchestration.config import District, current_districts
 from sg_orchestration.paths import DBT_PROJECT_DIR, warehouse_path
+from sg_orchestration.transform import reuse
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 
@@ -115,16 +122,53 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
     )
     def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
         district = current_districts().get(context.partition_key)
-        if target == "qmlativ":
-            with connect() as con:
+        if not needed(target, district):
+            # Nothing is yielded, so this target's later steps do not run for the district either.
+            context.log.info(f"{name}: not needed, district {district.id} has no `{target}` section")
+            return
+        sources = [
+            SOURCES_BY_NAME[k.path[-1]] for k in context.assets_def.dependency_keys if k.path[0] == "raw"
+        ]
+        relations = [".".join(k.path) for k in context.selected_asset_keys]
+        with connect() as con:
+            if target == "qmlativ":
                 record_cutover_dates(con, district)
+            written = district.samegoal.cutover_dates if target == "qmlativ" and district.samegoal else None
+            current = reuse.fingerprint(con, district.id, sources, written)
+            built_by = (
+                None if context.is_subset else reuse.reusable(con, district.id, name, current, relations)
+            )
+            if built_by is None:
+                reuse.forget(con, district.id, name)
+        if built_by is not None:
+            context.log.info(f"{name}: nothing it reads changed since run {built_by}; its models are reused")
+            deps = context.assets_def.asset_deps
+            selected = context.selected_asset_keys
+            order = TopologicalSorter({k: deps.get(k, set()) & selected for k in selected}).static_order()
+            for key in order:  # Dagster wants a multi-asset's outputs upstream first
+                yield dg.MaterializeResult(
+                    asset_key=key,
+                    data_version=dg.DataVersion(current[:16]),
+                    metadata={reuse.REUSED: dg.MetadataValue.text(built_by)},
+                )
+            return
         path = target_path(name, district.id)
         shutil.rmtree(path, ignore_errors=True)
         # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
-        yield from dbt.cli(["build"], context=context, target_path=path).stream()
+        invocation = dbt.cli(["build"], context=context, target_path=path)
+        yield from invocation.stream()
         keep_parse(path)
+        results = invocation.get_artifact("run_results.json")["results"]
+        if not context.is_subset and all(r["status"] in ("success", "pass") for r in results):
+            with connect() as con:
+                reuse.record_clean_build(con, district.id, name, current, context.run.run_id)
 
     return _models
+
+
+def needed(target: str, district: District) -> bool:
+    """The writeback's models serve every district; the others only a district with that target."""
+    return target == "qmlativ" or getattr(district, target) is not None
 
 
 @cache
@@ -141,6 +185,21 @@ def dbt_executable() -> str:
     return beside if os.access(beside, os.X_OK) else shutil.which("dbt") or "dbt"
 
 
+class DbtCli(DbtCliResource):
+    """dagster-dbt's resource, without two costs per process that this project does not use: `dbt --version`
+    in a subprocess (~3 s; the dbt beside this interpreter is the installed dbt-core) and a dbt adapter in
+    the Dagster process (only for row counts and column metadata, which no asset fetches)."""
+
+    @cached_property
+    def _cli_version(self) -> version.Version:
+        if self.dbt_executable == os.path.join(os.path.dirname(sys.executable), "dbt"):
+            return version.parse(importlib.metadata.version("dbt-core"))
+        return DbtCliResource._cli_version.func(self)
+
+    def _initialize_dbt_core_adapter(self, args):
+        return None
+
+
 def dbt_resource() -> DbtCliResource:
     warehouse_env()
-    return DbtCliResource(project_dir=dbt_project(), dbt_executable=dbt_executable())
+    return DbtCli(project_dir=dbt_project(), dbt_executable=dbt_executable())

@@ -5,8 +5,10 @@ target, record key hash, field, value, cause, fix) and the publish step holds it
 fixed the record passes, goes out on the next run, and its error row is resolved.
 """
 
+import hashlib
 from collections import Counter
 from functools import cache
+from pathlib import Path
 
 import dagster as dg
 import pandas as pd
@@ -14,7 +16,7 @@ import pandera.pandas as pa
 
 from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
-from sg_orchestration.config import QMLATIV_CODE_TABLES, QMLATIV_FIELDS, current_districts
+from sg_orchestration.config import CONFIG_DIR, QMLATIV_CODE_TABLES, QMLATIV_FIELDS, current_districts
 from sg_orchestration.publish.qmlativ import FORMS
 from sg_orchestration.transform.staging import intermediate_name, mart_name, model_name
 from sg_orchestration.validate.student_mapping import (
@@ -110,12 +112,47 @@ def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]
     return []
 
 
-def record_mart_failures(con, district_id: str) -> Counter:
-    """Validate each mart for the district; upsert open errors and resolve the ones that pass now."""
+def _rules_digest() -> bytes:
+    """This module and the field and code configuration it validates by."""
+    files = [Path(__file__), *sorted(CONFIG_DIR.glob("qmlativ_*.yaml"))]
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).digest()
+
+
+def _mart_digest(con, form: Source, district_id: str, codes: dict[str, frozenset[str]]) -> str:
+    """The district's rows of the mart (computed in DuckDB, never read into Python), its code tables and
+    the rules: when it is the digest of the last validation, that validation's findings still hold."""
+    rows = con.execute(
+        f"select count(*), coalesce(sum(hash(m)), 0)::varchar "
+        f"from (select * from marts.{mart_name(form)} where district_id = ?) m",
+        [district_id],
+    ).fetchone()
+    codes_text = repr(sorted((t, sorted(c)) for t, c in codes.items()))
+    return hashlib.sha256(_rules_digest() + repr(rows).encode() + codes_text.encode()).hexdigest()
+
+
+def record_mart_failures(con, district_id: str) -> tuple[Counter, list[str]]:
+    """Validate each mart for the district whose rows, codes or rules changed since its last validation;
+    upsert open errors and resolve the ones that pass now. Returns the invalid records per screen (of an
+    unchanged mart: its open errors) and the marts validated."""
     codes = _codes(con, district_id)
     con.execute(f"create or replace temp table _sg_invalid ({_FINDINGS_DDL})")
     counts: Counter = Counter()
+    validated: dict[str, str] = {}  # mart: digest
     for form in FORMS:
+        digest = _mart_digest(con, form, district_id, codes)
+        last = con.execute(
+            "select digest from ops.validated_marts where district_id = ? and mart = ?",
+            [district_id, mart_name(form)],
+        ).fetchone()
+        if last and last[0] == digest:
+            (still_open,) = con.execute(
+                "select count(distinct record_key_hash) from ops.error_log where district_id = ? "
+                "and stage = 'validate' and target = ? and cause <> ? and resolved_at is null",
+                [district_id, target(form), MAPPING_HINT],
+            ).fetchone()
+            if still_open:
+                counts[form.table] = still_open
+            continue
         frame = con.execute(
             f"select * from marts.{mart_name(form)} where district_id = ?", [district_id]
         ).df()
@@ -126,15 +163,21 @@ def record_mart_failures(con, district_id: str) -> Counter:
                 [(target(form), doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
             )
             counts[form.table] = len({r[0] for r in rows})
+        validated[mart_name(form)] = digest
     error_log.sync(
         con,
         district_id,
         "validate",
         "_sg_invalid",
-        scope="e.target like 'qmlativ/%' and e.cause <> ?",
-        scope_params=(MAPPING_HINT,),
+        scope="list_contains(?, e.target) and e.cause <> ?",
+        scope_params=([target(f) for f in FORMS if mart_name(f) in validated], MAPPING_HINT),
     )
-    return counts
+    if validated:
+        con.executemany(
+            "insert or replace into ops.validated_marts values (?, ?, ?, now())",
+            [[district_id, mart, digest] for mart, digest in validated.items()],
+        )
+    return counts, list(validated)
 
 
 def not_sent(con, district_id: str, invalid: Counter) -> dict[str, Counter]:
@@ -206,7 +249,7 @@ def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> d
         district = current_districts().get(context.partition_key)
         with connect() as con:
             unmapped = record_unmapped(con, district.id)
-            invalid = record_mart_failures(con, district.id)
+            invalid, validated = record_mart_failures(con, district.id)
             loaded = demographics_loaded(con, district.id)
             reasons = not_sent(con, district.id, invalid)
         needs_mapping = district.qmlativ is not None
@@ -215,6 +258,8 @@ def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> d
                 "unmapped_documents": sum(unmapped.values()),
                 "invalid_records": sum(invalid.values()),
                 **{f"invalid/{k}": v for k, v in invalid.items()},
+                "marts_validated": dg.MetadataValue.int(len(validated)),
+                "marts_unchanged": dg.MetadataValue.int(len(FORMS) - len(validated)),
                 "not_sent": dg.MetadataValue.md(_not_sent_table(reasons)),
             },
             check_results=[

@@ -1,0 +1,68 @@
+"""A dbt step is reused only when nothing it reads changed: the fingerprint of `transform.reuse`."""
+
+import pytest
+
+from sg_orchestration.catalog import SOURCES_BY_NAME
+from sg_orchestration.transform import reuse
+from sg_orchestration.warehouse import connect
+
+SNAPSHOT = SOURCES_BY_NAME["qmlativ__students"]
+DOCUMENTS = SOURCES_BY_NAME["samegoal__restraint"]
+OTHER = SOURCES_BY_NAME["campus__schools"]
+
+
+def _load(con, district: str, source, status: str, added: int) -> None:
+    con.execute(
+        "insert into ops.loads values (nextval('ops.load_id_seq'), ?, ?, 'test', null, now(), now(), ?, ?, 0, ?)",
+        [district, source.name, added, added, status],
+    )
+
+
+@pytest.fixture
+def con(warehouse):
+    assert SNAPSHOT.mode == "snapshot" and DOCUMENTS.mode == "documents"
+    with connect() as con:
+        yield con
+
+
+def test_the_fingerprint_changes_with_each_load_that_changes_what_the_step_reads(con):
+    step = [SNAPSHOT, DOCUMENTS]
+
+    def now() -> str:
+        return reuse.fingerprint(con, "demo", step, {"restraint": "2025-08-01"})
+
+    first = now()
+    _load(con, "demo", SNAPSHOT, "unchanged", 0)
+    _load(con, "demo", SNAPSHOT, "held", 0)
+    _load(con, "demo", SNAPSHOT, "failed", 0)
+    _load(con, "demo", DOCUMENTS, "loaded", 0)  # an API read with no new version
+    _load(con, "other-isd", SNAPSHOT, "loaded", 10)
+    _load(con, "demo", OTHER, "loaded", 10)  # a source this step does not read
+    assert now() == first
+    _load(con, "demo", DOCUMENTS, "loaded", 1)
+    second = now()
+    assert second != first
+    _load(con, "demo", SNAPSHOT, "loaded", 0)  # an applied snapshot, even an empty one, is new data
+    assert now() != second
+    third = now()
+    assert reuse.fingerprint(con, "demo", step, {"restraint": "2026-08-01"}) != third  # the cutover dates
+
+
+def test_a_step_is_reused_only_after_a_clean_build_with_the_same_fingerprint_and_its_relations(
+    con, monkeypatch
+):
+    con.execute("create schema if not exists marts")
+    con.execute("create or replace view marts.m as select 1 as x")
+    current = reuse.fingerprint(con, "demo", [DOCUMENTS])
+    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) is None  # never built
+    reuse.record_clean_build(con, "demo", "dbt_qmlativ", current, "run-1")
+    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) == "run-1"
+    assert reuse.reusable(con, "other-isd", "dbt_qmlativ", current, ["marts.m"]) is None
+    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m", "marts.gone"]) is None
+    monkeypatch.setattr(reuse, "project_digest", lambda: "an edited model")
+    assert (
+        reuse.reusable(con, "demo", "dbt_qmlativ", reuse.fingerprint(con, "demo", [DOCUMENTS]), ["marts.m"])
+        is None
+    )
+    reuse.forget(con, "demo", "dbt_qmlativ")  # a build that starts
+    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) is None
