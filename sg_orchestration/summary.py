@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import dagster as dg
 
 from sg_orchestration.config import District
-from sg_orchestration.transform.reuse import REUSED
+from sg_orchestration.transform.reuse import REUSED, VIEW_KEPT
 from sg_orchestration.warehouse import connect
 
 PUBLISH_PREFIX = "publish/"
@@ -193,8 +193,10 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         warned = sum(a.checks_warned for a in models)
         failed = sum(a.checks_failed for a in models)
         reused = sum(REUSED in a.metadata for a in models)
+        kept = sum(VIEW_KEPT in a.metadata for a in models)
         out.append(
-            f"\ndbt: {len(models) - reused} models and seeds built, {reused} reused (nothing they read changed); "
+            f"\ndbt: {len(models) - reused - kept} models and seeds built, {kept} kept and tested on new data, "
+            f"{reused} reused (nothing they read changed); "
             f"{tests} tests: {tests - warned - failed} passed, {warned} warned, {failed} failed"
         )
     for a in sorted(validations, key=lambda a: a.asset):

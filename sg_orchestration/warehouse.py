@@ -70,6 +70,7 @@ create table if not exists ops.dbt_builds (
     district_id varchar not null,
     step varchar not null,             -- the dbt step (dbt_<target>)
     fingerprint varchar not null,      -- of the dbt project and the district's loads the step reads
+    project_digest varchar not null,   -- of the dbt project alone
     run_id varchar,
     built_at timestamptz not null,
     primary key (district_id, step)

@@ -48,21 +48,26 @@ def test_the_fingerprint_changes_with_each_load_that_changes_what_the_step_reads
     assert reuse.fingerprint(con, "demo", step, {"restraint": "2026-08-01"}) != third  # the cutover dates
 
 
-def test_a_step_is_reused_only_after_a_clean_build_with_the_same_fingerprint_and_its_relations(
+def test_a_step_is_reused_after_a_clean_build_of_the_same_inputs_and_only_tested_when_only_loads_changed(
     con, monkeypatch
 ):
     con.execute("create schema if not exists marts")
     con.execute("create or replace view marts.m as select 1 as x")
     current = reuse.fingerprint(con, "demo", [DOCUMENTS])
-    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) is None  # never built
+
+    def plan(relations=("marts.m",), all_views=True, district="demo", fingerprint=current):
+        return reuse.plan(con, district, "dbt_qmlativ", fingerprint, list(relations), all_views)
+
+    assert plan().action == "build"  # never built
     reuse.record_clean_build(con, "demo", "dbt_qmlativ", current, "run-1")
-    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) == "run-1"
-    assert reuse.reusable(con, "other-isd", "dbt_qmlativ", current, ["marts.m"]) is None
-    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m", "marts.gone"]) is None
+    assert plan() == reuse.Plan("reuse", "run-1")
+    assert plan(district="other-isd").action == "build"
+    assert plan(relations=["marts.m", "marts.gone"]).action == "build"
+    assert plan(all_views=False).action == "build"
+    _load(con, "demo", DOCUMENTS, "loaded", 3)  # new data: the views show it, their tests must run
+    assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])) == reuse.Plan("test", "run-1")
     monkeypatch.setattr(reuse, "project_digest", lambda: "an edited model")
-    assert (
-        reuse.reusable(con, "demo", "dbt_qmlativ", reuse.fingerprint(con, "demo", [DOCUMENTS]), ["marts.m"])
-        is None
-    )
-    reuse.forget(con, "demo", "dbt_qmlativ")  # a build that starts
-    assert reuse.reusable(con, "demo", "dbt_qmlativ", current, ["marts.m"]) is None
+    assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])).action == "build"
+    monkeypatch.undo()
+    reuse.forget(con, "demo", "dbt_qmlativ")  # a step that starts
+    assert plan().action == "build"

@@ -1,5 +1,7 @@
 """A whole nightly run of a small district, in process: ingest over the sandbox APIs, dbt, checks, summary."""
 
+import yaml
+
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, SOURCES
 from sg_orchestration.cli import main
 from sg_orchestration.transform.staging import model_name
@@ -7,7 +9,7 @@ from sg_orchestration.warehouse import connect
 
 
 def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
-    defs, districts_file, warehouse, capsys
+    defs, districts_file, warehouse, capsys, tmp_path
 ):
     code = main(["run", "--districts-file", str(districts_file), "--district", "demo"])
     out = capsys.readouterr().out
@@ -17,7 +19,7 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     # `demo` has no Ed-Fi or OneRoster target, so their dbt steps do not build.
     writeback = [s for s in SOURCES if s.system in ("samegoal", "qmlativ")]
     models = len(writeback) + 2 * len(SAMEGOAL_SOURCES) + 1
-    assert f"dbt: {models} models and seeds built, 0 reused" in out
+    assert f"dbt: {models} models and seeds built, 0 kept and tested on new data, 0 reused" in out
     with connect() as con:
         for source in writeback:
             staged = con.execute(f"select count(*) from staging.{model_name(source)}").fetchone()[0]
@@ -58,14 +60,26 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     code = main(["run", "--districts-file", str(districts_file), "--district", "demo"])
     out = capsys.readouterr().out
     assert code == 0 and "result: OK" in out, out[-4000:]
-    assert f"dbt: 0 models and seeds built, {models} reused (nothing they read changed); 0 tests" in out
+    assert f"dbt: 0 models and seeds built, 0 kept and tested on new data, {models} reused" in out
+    assert "; 0 tests" in out
     assert "validate/qmlativ_writeback:" in out and "publish/qmlativ_writeback" in out
+    # New data for the same views (here a cutover date moved): the views stay, only their tests run.
+    moved = yaml.safe_load(districts_file.read_text())
+    moved["districts"][0]["samegoal"]["cutover_dates"]["intervention_strategy"] = "2024-01-01"
+    moved_file = tmp_path / "districts.yaml"
+    moved_file.write_text(yaml.safe_dump(moved))
+    code = main(["run", "--districts-file", str(moved_file), "--district", "demo", "--dry-run"])
+    out = capsys.readouterr().out
+    assert (
+        code == 0 and f"dbt: 0 models and seeds built, {models} kept and tested on new data, 0 reused" in out
+    )
+    assert "; 0 tests" not in out, out[-4000:]
     # A view dropped by hand is not reused: the step builds again.
     with connect() as con:
         con.execute("drop view marts.qmlativ__restraint")
-    code = main(["run", "--districts-file", str(districts_file), "--district", "demo"])
+    code = main(["run", "--districts-file", str(moved_file), "--district", "demo", "--dry-run"])
     out = capsys.readouterr().out
-    assert code == 0 and f"dbt: {models} models and seeds built, 0 reused" in out, out[-4000:]
+    assert code == 0 and f"dbt: {models} models and seeds built, 0 kept" in out, out[-4000:]
 
 
 def test_summary_and_metadata_carry_no_student_data(defs, districts_file, warehouse, capsys, district_inputs):

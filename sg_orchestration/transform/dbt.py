@@ -8,6 +8,7 @@ A step builds only for a district that has its target (the Ed-Fi and OneRoster s
 """
 
 import importlib.metadata
+import json
 import os
 import shutil
 import sys
@@ -135,13 +136,14 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 record_cutover_dates(con, district)
             written = district.samegoal.cutover_dates if target == "qmlativ" and district.samegoal else None
             current = reuse.fingerprint(con, district.id, sources, written)
-            built_by = (
-                None if context.is_subset else reuse.reusable(con, district.id, name, current, relations)
-            )
-            if built_by is None:
+            plan = reuse.plan(con, district.id, name, current, relations, _all_views(relations))
+            if context.is_subset:
+                plan = reuse.Plan("build")
+            if plan.action != "reuse":
                 reuse.forget(con, district.id, name)
-        if built_by is not None:
-            context.log.info(f"{name}: nothing it reads changed since run {built_by}; its models are reused")
+        if plan.action == "reuse":
+            context.log.info(f"{name}: nothing it reads changed since run {plan.built_by}; models reused")
+        if plan.action in ("reuse", "test"):
             deps = context.assets_def.asset_deps
             selected = context.selected_asset_keys
             order = TopologicalSorter({k: deps.get(k, set()) & selected for k in selected}).static_order()
@@ -149,13 +151,20 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 yield dg.MaterializeResult(
                     asset_key=key,
                     data_version=dg.DataVersion(current[:16]),
-                    metadata={reuse.REUSED: dg.MetadataValue.text(built_by)},
+                    metadata={
+                        reuse.REUSED if plan.action == "reuse" else reuse.VIEW_KEPT: dg.MetadataValue.text(
+                            plan.built_by
+                        )
+                    },
                 )
-            return
+            if plan.action == "reuse":
+                return
         path = target_path(name, district.id)
         shutil.rmtree(path, ignore_errors=True)
         # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
-        invocation = dbt.cli(["build"], context=context, target_path=path)
+        invocation = dbt.cli(
+            ["build" if plan.action == "build" else "test"], context=context, target_path=path
+        )
         yield from invocation.stream()
         keep_parse(path)
         results = invocation.get_artifact("run_results.json")["results"]
@@ -164,6 +173,17 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 reuse.record_clean_build(con, district.id, name, current, context.run.run_id)
 
     return _models
+
+
+def _all_views(relations: list[str]) -> bool:
+    """Whether every model among the step's relations is a view (only then can a step run just its tests)."""
+    nodes = json.loads(dbt_project().manifest_path.read_text())["nodes"].values()
+    kinds = {
+        f"{n['schema']}.{n['alias']}": n["config"]["materialized"]
+        for n in nodes
+        if n["resource_type"] == "model"
+    }
+    return all(kinds.get(r, "view") == "view" for r in relations)
 
 
 def needed(target: str, district: District) -> bool:

@@ -1,12 +1,14 @@
-"""When a dbt step has nothing to build: reuse its last clean build instead of building and testing again.
+"""How much of a dbt step has to run: nothing, its tests, or a whole build.
 
-Every model is a view, so a build writes only SQL; what the views show changes only when a load changes
-raw. A step's fingerprint covers the dbt project's files and, for each raw source the step reads, the
-district's last load that changed that source (plus anything else the step writes, e.g. the cutover
-dates). When it equals the fingerprint of the step's last clean build for the district (every test
-passed) and every relation the step builds still exists, the step is reused: nothing is rebuilt and no
-test re-runs on data they already passed on. A build that starts forgets the fingerprint first, so a
-build that fails half-way is never reused.
+Every model is a view, so building one writes only its SQL; what it shows changes only when a load
+changes raw. Each step's clean build (every test passed) is recorded per district with a fingerprint of
+what it read: the dbt project's files and, for each raw source the step reads, the district's last load
+that changed that source (plus what else the step writes, e.g. the cutover dates). Then:
+- `reuse`: the fingerprint is that of the last clean build and every relation still exists: nothing runs,
+  no test re-runs on data it already passed on;
+- `test`: only loads changed: the views already show the new data, so only the tests run (`dbt test`);
+- `build`: the project changed, a relation is gone, a model is not a view, or no clean build is known.
+A step that runs forgets its record first, so a build that fails half-way is never reused.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable
+from dataclasses import dataclass
 
 from sg_orchestration.catalog import Source
 from sg_orchestration.paths import DBT_PROJECT_DIR
 
 # Metadata of a dbt model reused rather than rebuilt: the run whose clean build it is.
 REUSED = "reused from run"
+# Metadata of a view whose definition was kept (only its tests ran): the run that created it.
+VIEW_KEPT = "view kept from run"
 PROJECT_PARTS = ("dbt_project.yml", "models", "macros", "seeds", "tests")
 
 
@@ -62,13 +67,23 @@ def relations_exist(con, relations: Iterable[str]) -> bool:
     return found == len(wanted)
 
 
-def reusable(con, district_id: str, step: str, current: str, relations: Iterable[str]) -> str | None:
-    """The run id of the step's last clean build, when it can be reused for `current`; else None."""
+@dataclass(frozen=True)
+class Plan:
+    action: str  # reuse | test | build
+    built_by: str | None = None  # the run of the last clean build, for `reuse` and `test`
+
+
+def plan(con, district_id: str, step: str, current: str, relations: Iterable[str], all_views: bool) -> Plan:
     row = con.execute(
-        "select run_id from ops.dbt_builds where district_id = ? and step = ? and fingerprint = ?",
-        [district_id, step, current],
+        "select fingerprint, project_digest, run_id from ops.dbt_builds where district_id = ? and step = ?",
+        [district_id, step],
     ).fetchone()
-    return (row[0] or "unknown") if row and relations_exist(con, relations) else None
+    if not row or not all_views or not relations_exist(con, relations):
+        return Plan("build")
+    fingerprint, project, run_id = row
+    if fingerprint == current:
+        return Plan("reuse", run_id)
+    return Plan("test", run_id) if project == project_digest() else Plan("build")
 
 
 def forget(con, district_id: str, step: str) -> None:
@@ -77,4 +92,7 @@ def forget(con, district_id: str, step: str) -> None:
 
 def record_clean_build(con, district_id: str, step: str, current: str, run_id: str) -> None:
     forget(con, district_id, step)
-    con.execute("insert into ops.dbt_builds values (?, ?, ?, ?, now())", [district_id, step, current, run_id])
+    con.execute(
+        "insert into ops.dbt_builds values (?, ?, ?, ?, ?, now())",
+        [district_id, step, current, project_digest(), run_id],
+    )
