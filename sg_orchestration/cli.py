@@ -87,7 +87,7 @@ def _dev(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     from sg_orchestration.bench import main as bench_main
 
-    return bench_main(sizes=args.students, seed=args.seed, out=Path(args.out), keep=args.keep)
+    return bench_main(sizes=args.students, seed=args.seed, out=Path(args.out), keep=args.keep, only=args.only)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -153,10 +153,16 @@ def build_parser() -> argparse.ArgumentParser:
         d.set_defaults(func=func)
 
     b = sub.add_parser("bench", help="measure each stage on synthetic districts")
-    b.add_argument("--students", type=int, nargs="+", default=[10_000, 200_000])
+    b.add_argument("--students", type=int, nargs="+", default=[50, 10_000, 200_000])
     b.add_argument("--seed", type=int, default=7)
     b.add_argument("--out", default="bench-results")
     b.add_argument("--keep", action="store_true", default=None, help="keep the generated data and warehouses")
+    b.add_argument(
+        "--only",
+        metavar="GROUPS",
+        default=None,
+        help="run only these groups, comma-separated: parts, nightly, transport (default SG_BENCH_ONLY, else all)",
+    )
     b.set_defaults(func=_bench)
     return parser
 

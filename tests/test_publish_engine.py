@@ -637,3 +637,229 @@ def test_creates_are_marked_pending_before_they_are_sent_in_few_ledger_writes(ta
     assert writes <= 8, writes  # 3 pages (marks + results so far), the last results, a timed flush or two
     assert all(status == "sent" for status, _, _ in _ledger().values())
     assert_store_matches(state, records)
+
+
+# --- the sender's HTTP/1.1 client against real sockets -------------------------------------------------------
+async def _scripted_server(answers):
+    """A raw TCP server on 127.0.0.1: for each request it reads (head and Content-Length body), the next
+    of `answers` is written: a list of byte strings sent with a short pause between them; `close` after
+    them closes the connection; None instead of a list closes without answering. Returns (stop, port,
+    log) where log lists (connection number, request head, body) and `stop()` closes it all."""
+    log: list[tuple[int, bytes, bytes]] = []
+    script = iter(answers)
+    connections = 0
+    writers = []
+
+    async def handle(reader, writer):
+        nonlocal connections
+        connections += 1
+        writers.append(writer)
+        number = connections
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = 0
+                for line in head.split(b"\r\n"):
+                    if line.lower().startswith(b"content-length:"):
+                        length = int(line.split(b":")[1])
+                body = await reader.readexactly(length)
+                log.append((number, head, body))
+                answer = next(script)
+                if answer is None:
+                    break
+                for part in answer:
+                    if part == b"close":
+                        writer.close()
+                        return
+                    writer.write(part)
+                    await writer.drain()
+                    await asyncio.sleep(0.01)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+
+    async def stop():
+        server.close()
+        for writer in writers:
+            writer.close()
+        await server.wait_closed()
+        await asyncio.sleep(0.05)  # the handlers see their connections end
+
+    return stop, server.sockets[0].getsockname()[1], log
+
+
+def _client_run(answers, requests, timeout_s=5.0):
+    """Send `requests` ((method, path, headers, body) each) one after another through `sender.Client`;
+    returns (outcomes: a Reply or the exception, the server's log)."""
+    from sg_orchestration.publish.sender import Client
+
+    async def main():
+        stop, port, log = await _scripted_server(answers)
+        client = Client(f"http://127.0.0.1:{port}/api", 4, timeout_s)
+        outcomes = []
+        try:
+            for method, path, headers, body in requests:
+                try:
+                    outcomes.append(await client.request(method, client.target(path, None), headers, body))
+                except Exception as exc:
+                    outcomes.append(exc)
+        finally:
+            await client.close()
+            await stop()
+        return outcomes, log
+
+    return asyncio.run(main())
+
+
+OK_LENGTH = [
+    b'HTTP/1.1 201 Created\r\nContent-Length: 9\r\netag: "1"\r\nX-A: 1\r\nx-a: 2\r\n\r\n',
+    b'{"id": 1}',
+]
+OK_CHUNKED = [
+    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n",
+    b'{"id\r\n6;ext=1\r\n": 22}\r\n',
+    b"0\r\nX-Trailer: t\r\n\r\n",
+]
+
+
+def test_the_client_reads_content_length_and_chunked_answers_on_one_kept_alive_connection():
+    requests = [
+        ("PUT", "/things", {"Content-Type": "application/json"}, b'{"a": 1}'),
+        ("GET", "/things/1", {}, None),
+        ("GET", "/things/2", {}, None),
+        ("DELETE", "/things/3", {}, None),
+    ]
+    interim = [b'HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 204 No Content\r\nETag: "3"\r\n\r\n']
+    outcomes, log = _client_run(
+        [OK_LENGTH, OK_CHUNKED, [b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n"], interim], requests
+    )
+    first, second, third, fourth = outcomes
+    assert (first.status, first.body, first.headers["ETag"], first.headers.get("x-a")) == (
+        201,
+        b'{"id": 1}',
+        '"1"',
+        "1, 2",
+    )
+    assert (second.status, second.body) == (200, b'{"id": 22}')
+    assert (third.status, third.body) == (200, b"")
+    assert (fourth.status, fourth.body, fourth.headers.get("etag")) == (204, b"", '"3"')
+    assert {number for number, _, _ in log} == {1}  # one connection, kept alive
+    head, body = log[0][1], log[0][2]
+    assert head.startswith(b"PUT /api/things HTTP/1.1\r\n") and b"\r\nContent-Length: 8\r\n" in head
+    assert body == b'{"a": 1}'
+    assert b"Content-Length" not in log[1][1]  # a GET without a body
+
+
+def test_the_client_honours_connection_close_and_answers_ending_with_the_connection():
+    requests = [("GET", "/a", {}, None), ("GET", "/b", {}, None), ("GET", "/c", {}, None)]
+    answers = [
+        [b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok", b"close"],
+        [b"HTTP/1.0 200 OK\r\n\r\nuntil ", b"the end", b"close"],  # no length: the body ends at close
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nyes"],
+    ]
+    outcomes, log = _client_run(answers, requests)
+    assert [(r.status, r.body) for r in outcomes] == [(200, b"ok"), (200, b"until the end"), (200, b"yes")]
+    assert [number for number, _, _ in log] == [1, 2, 3]
+
+
+def test_the_client_reports_a_dropped_or_garbled_or_late_answer_as_maybe_applied():
+    from sg_orchestration.publish.sender import BadResponseError, ConnectError, ServerDisconnectedError
+
+    requests = [("PUT", "/x", {}, b"{}")] * 4
+    answers = [
+        None,  # read, then closed unanswered
+        [b"HTTP/1.1 201 Created\r\nContent-Length: 10\r\n\r\nshort", b"close"],
+        [b"SMTP ready\r\n\r\n"],
+        [b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n"],  # the body never comes: a timeout
+    ]
+    outcomes, _ = _client_run(answers, requests, timeout_s=0.5)
+    assert [type(o) for o in outcomes] == [
+        ServerDisconnectedError,
+        ServerDisconnectedError,
+        BadResponseError,
+        TimeoutError,
+    ]
+    assert not any(isinstance(o, ConnectError) for o in outcomes)
+
+
+def test_the_sender_retries_a_dropped_request_and_a_refused_connection_is_not_ambiguous():
+    import socket
+
+    from sg_orchestration.publish.sender import GaveUp, Sender
+
+    class Fixed:
+        async def token(self, force=False):
+            return "t"
+
+    retry = RetryPolicy(max_attempts=3, backoff_s=0.01, max_backoff_s=0.02, timeout_s=2)
+
+    async def main():
+        stop, port, log = await _scripted_server([None, OK_LENGTH])
+        async with Sender(f"http://127.0.0.1:{port}", Fixed(), 2, retry) as sender:
+            reply = await sender.send(Request("PUT", "/x", {"a": 1}))
+        await stop()
+        with socket.socket() as probe:  # a port nothing listens on
+            probe.bind(("127.0.0.1", 0))
+            closed_port = probe.getsockname()[1]
+        async with Sender(f"http://127.0.0.1:{closed_port}", Fixed(), 2, retry) as sender:
+            with pytest.raises(GaveUp) as refused:
+                await sender.send(Request("PUT", "/x", {"a": 1}))
+        return reply, log, refused.value
+
+    reply, log, refused = asyncio.run(main())
+    assert reply.status == 201 and len(log) == 2
+    assert (
+        b"\r\nAuthorization: Bearer t\r\n" in log[1][1]
+        and b"\r\nContent-Type: application/json\r\n" in log[1][1]
+    )
+    assert json.loads(log[1][2]) == {"a": 1}
+    assert not refused.ambiguous and "ConnectError" in refused.cause
+
+
+def test_the_client_speaks_tls(tmp_path):
+    import shutil
+    import ssl
+    import subprocess
+
+    from sg_orchestration.publish.sender import Client
+
+    if not shutil.which("openssl"):
+        pytest.skip("openssl is not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=localhost"]
+        + ["-addext", "subjectAltName=DNS:localhost", "-keyout", str(key), "-out", str(cert)],
+        check=True,
+        capture_output=True,
+    )
+    server_side = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_side.load_cert_chain(cert, key)
+    trusting = ssl.create_default_context(cafile=str(cert))
+
+    async def main():
+        async def ok(request):
+            return web.json_response({"echo": (await request.read()).decode()})
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", ok)
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_side)
+        await site.start()
+        port = runner.addresses[0][1]
+        try:
+            client = Client(f"https://localhost:{port}", 2, 5.0, trusting)
+            replies = [await client.request("POST", "/x", {}, f"body {i}".encode()) for i in range(3)]
+            await client.close()
+            untrusted = Client(f"https://localhost:{port}", 2, 5.0)  # the system's CAs: refused
+            with pytest.raises(OSError):
+                await untrusted.request("GET", "/x", {}, None)
+            await untrusted.close()
+        finally:
+            await runner.cleanup()
+        return replies
+
+    replies = asyncio.run(main())
+    assert [json.loads(r.body)["echo"] for r in replies] == ["body 0", "body 1", "body 2"]

@@ -110,44 +110,51 @@ def plan(
     ]
     if duplicates:
         raise ValueError(f"the desired state has {duplicates} duplicate key hashes")
+    # The diff without payloads first: an unchanged record (most of them, most nights) costs a narrow row,
+    # and only the records to send get their payload, in the plan.
     con.execute(
         f"""
-        create or replace temp table {PLAN_TABLE} as
+        create or replace temp table _publish_diff as
         with ledger as (
             select * from ops.publish_ledger where district_id = $d and target = $t and resource = $r
-        ), diff as (
-            select
-                coalesce(d.key_hash, l.key_hash) as key_hash,
-                case
-                    when d.key_hash is null then 'delete'
-                    when l.target_id is null then 'create'
-                    else 'update'
-                end as action,
-                d.content_hash, d.payload::varchar as payload, l.target_id, l.etag,
-                l.content_hash as held_hash, d.lookup_key,
-                case
-                    when l.last_status = 'pending' then 'pending'
-                    when d.key_hash is not null and l.target_id is not null and l.content_hash = d.content_hash
-                        then 'unchanged'
-                    when d.key_hash is not null and d.payload is null then 'held'
-                    when not $retry and l.rejected_hash is not distinct from coalesce(d.content_hash, '{WITHDRAWN}')
-                        then 'skipped'
-                end as hold
-            from publish_desired d
-            full join ledger l using (key_hash)
-            where d.key_hash is not null or l.target_id is not null or l.last_status = 'pending'
         )
-        select row_number() over () as seq, * from diff
+        select
+            coalesce(d.key_hash, l.key_hash) as key_hash,
+            case
+                when d.key_hash is null then 'delete'
+                when l.target_id is null then 'create'
+                else 'update'
+            end as action,
+            d.content_hash, l.target_id, l.etag, l.content_hash as held_hash, d.lookup_key,
+            case
+                when l.last_status = 'pending' then 'pending'
+                when d.key_hash is not null and l.target_id is not null and l.content_hash = d.content_hash
+                    then 'unchanged'
+                when d.key_hash is not null and d.payload is null then 'held'
+                when not $retry and l.rejected_hash is not distinct from coalesce(d.content_hash, '{WITHDRAWN}')
+                    then 'skipped'
+            end as hold
+        from publish_desired d
+        full join ledger l using (key_hash)
+        where d.key_hash is not null or l.target_id is not null or l.last_status = 'pending'
         """,
         {"d": district_id, "t": target, "r": resource, "retry": retry_rejected},
     )
     counts = dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending", "held"), 0)
-
     for action, n in con.execute(
-        f"select coalesce(hold, action), count(*) from {PLAN_TABLE} group by 1"
+        "select coalesce(hold, action), count(*) from _publish_diff group by 1"
     ).fetchall():
         counts[action] += n
-    con.execute(f"delete from {PLAN_TABLE} where hold is not null")
+    con.execute(
+        f"""
+        create or replace temp table {PLAN_TABLE} as
+        select row_number() over () as seq, x.key_hash, x.action, x.content_hash,
+            d.payload::varchar as payload, x.target_id, x.etag, x.held_hash, x.lookup_key
+        from _publish_diff x left join publish_desired d on x.action != 'delete' and d.key_hash = x.key_hash
+        where x.hold is null
+        """
+    )
+    con.execute("drop table _publish_diff")
     return counts
 
 

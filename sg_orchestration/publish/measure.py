@@ -115,6 +115,30 @@ def aiohttp_floor_us(url: str, requests: int, concurrency: int, body: dict, meth
     return asyncio.run(_cpu_us("aiohttp", url, requests, concurrency, body, method))
 
 
+def client_floor_us(url: str, requests: int, concurrency: int, body: bytes, method: str = "POST") -> float:
+    """Client CPU µs per request of a bare loop over the engine's own HTTP/1.1 client (`sender.Client`),
+    `body` sent as it is (as the engine sends a stored JSON payload): the floor of the engine's transport."""
+    from sg_orchestration.publish.sender import Client
+
+    async def run() -> float:
+        client = Client(url, concurrency, 60.0)
+        target = client.target("", None)
+        headers = {**HEADERS, "Content-Type": "application/json"}
+
+        async def one() -> None:
+            await client.request(method, target, headers, body)
+
+        try:
+            await _drive(one, min(requests, 500), concurrency)
+            start = time.process_time()
+            await _drive(one, requests, concurrency)
+            return (time.process_time() - start) / requests * 1e6
+        finally:
+            await client.close()
+
+    return asyncio.run(run())
+
+
 def measure(requests: int = 5000, concurrency: int = 32) -> dict[str, float]:
     """Client CPU µs per request for each transport in `TRANSPORTS`, against a server in another process."""
     with server_process(_serve, "measurement server") as base_url:

@@ -30,6 +30,8 @@ Test hooks (no token; not counted in the stats):
 - `GET /_sandbox/qmlativ/stats` -> `{"total": n, "requests": {method: {status: n}}, "writeback": {...}}`:
   every API request (token and reads included) and, under "writeback", those to writeback objects; a
   dropped connection counts under status "dropped". `DELETE` resets them.
+- `POST /_sandbox/qmlativ/reload` re-reads `qmlativ/students.csv` (e.g. after `sg-orch generate
+  --next-day`, which withdraws students) -> `{"students": n}`; the writeback objects are kept.
 
 Students are loaded from `qmlativ/students.csv` under the names `config/qmlativ_objects.yaml` gives them,
 with the catalog's int columns (StudentID, NameID, EntityID) as JSON numbers when they parse.
@@ -192,12 +194,10 @@ class QmlativApi:
         self.entity_id = entity_id
         self.tokens = Tokens(token_ttl)
         self.objects: dict[tuple[str, str], ObjectTable] = {}
-        students = SOURCES_BY_NAME["qmlativ__students"]
+        self.qmlativ_dir = qmlativ_dir
         names = DEFAULT_QMLATIV_OBJECTS["students"]
-        table = self.students = self.objects[names["module"], names["object"]] = ObjectTable("StudentID")
-        ints = {c.name for c in students.columns if c.type == "int"}
-        for record in read_records(qmlativ_dir / students.file, students.column_names):
-            table.put({k: _int_or_text(v) if k in ints else v for k, v in record.items()})
+        self.students = self.objects[names["module"], names["object"]] = ObjectTable("StudentID")
+        self.load_students()
 
         for module, name in sorted(WRITEBACK_OBJECTS):
             self.objects[module, name] = ObjectTable(f"{name}ID")
@@ -208,6 +208,16 @@ class QmlativApi:
 
         self.set_faults(faults or Faults())
         self.stats = _new_stats()
+
+    def load_students(self) -> int:
+        """(Re-)read the students file in place of the students held; their number."""
+        students = SOURCES_BY_NAME["qmlativ__students"]
+        ints = {c.name for c in students.columns if c.type == "int"}
+        table = ObjectTable("StudentID")
+        for record in read_records(self.qmlativ_dir / students.file, students.column_names):
+            table.put({k: _int_or_text(v) if k in ints else v for k, v in record.items()})
+        self.students.rows = table.rows
+        return len(table.rows)
 
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
@@ -226,6 +236,7 @@ class QmlativApi:
         app.router.add_post("/_sandbox/qmlativ/faults", self.post_faults)
         app.router.add_get("/_sandbox/qmlativ/stats", self.get_stats)
         app.router.add_delete("/_sandbox/qmlativ/stats", self.reset_stats)
+        app.router.add_post("/_sandbox/qmlativ/reload", self.reload_students)
         app.on_cleanup.append(lambda _app: self._close())
         return app
 
@@ -404,6 +415,9 @@ class QmlativApi:
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats = _new_stats()
         return web.json_response(self.stats)
+
+    async def reload_students(self, request: web.Request) -> web.Response:
+        return web.json_response({"students": self.load_students()})
 
 
 class _Reply(Exception):  # noqa: N818 - not an error: a way out of a handler with any status
