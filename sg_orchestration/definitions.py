@@ -2,12 +2,15 @@
 
 import dagster as dg
 
+from sg_orchestration import instance_storage
 from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
 from sg_orchestration.ingest.assets import INGEST_ASSETS
 from sg_orchestration.partitions import DISTRICTS
 from sg_orchestration.publish.assets import build_qmlativ_publish_asset
 from sg_orchestration.transform.dbt import build_dbt_assets, dbt_resource
 from sg_orchestration.validate.qmlativ import build_qmlativ_validation_asset
+
+instance_storage.install()  # every process that runs this code location's steps or runs
 
 defs = dg.Definitions(
     assets=[

@@ -70,11 +70,12 @@ create table if not exists ops.dbt_builds (
     district_id varchar not null,
     step varchar not null,             -- the dbt step (dbt_<target>)
     fingerprint varchar not null,      -- of the dbt project and the district's loads the step reads
-    project_digest varchar not null,   -- of the dbt project alone
+    project_digest varchar,            -- of the dbt project alone
     run_id varchar,
     built_at timestamptz not null,
     primary key (district_id, step)
 );
+alter table ops.dbt_builds add column if not exists project_digest varchar;  -- a warehouse of 2026-12-01
 create table if not exists ops.validated_marts (
     district_id varchar not null,
     mart varchar not null,

@@ -104,3 +104,19 @@ def test_each_target_builds_its_dbt_models_in_its_own_step_reading_only_its_own_
         if k.path[0] == "staging"
     }
     assert not publish_inputs
+
+
+def test_dagster_sqlite_storage_commits_without_an_fsync_per_event(tmp_path):
+    import sqlalchemy
+
+    import sg_orchestration.definitions  # noqa: F401  (installs the setting for this process)
+
+    instance = dg.DagsterInstance.local_temp(str(tmp_path))
+    try:
+        engine = sqlalchemy.create_engine(f"sqlite:///{tmp_path / 'probe.db'}")
+        with engine.connect() as con:
+            assert con.exec_driver_sql("pragma synchronous").scalar() == 1  # NORMAL, not FULL (2)
+        run = instance.create_run_for_job(dg.GraphDefinition("g").to_job())
+        assert instance.get_run_by_id(run.run_id) is not None
+    finally:
+        instance.dispose()
