@@ -79,9 +79,14 @@ alter table ops.dbt_builds add column if not exists project_digest varchar;  -- 
 create table if not exists ops.validated_marts (
     district_id varchar not null,
     mart varchar not null,
-    digest varchar not null,           -- of the district's mart rows, its code tables and the rules
+    digest varchar not null,           -- of the rules and the district's code tables it was validated by
     validated_at timestamptz not null,
     primary key (district_id, mart)
+);
+create table if not exists ops.validated_rows (  -- the mart rows that validation has judged
+    district_id varchar not null,
+    mart varchar not null,
+    row_hash ubigint not null
 );
 """
 

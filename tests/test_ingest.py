@@ -2,6 +2,7 @@
 malformed row kept with its reason and reported."""
 
 import csv
+import json
 import shutil
 
 import duckdb
@@ -219,3 +220,105 @@ def test_an_unreadable_record_is_kept_and_reading_goes_on_after_it(tmp_path, war
     rows = _query('select _source_row, "School Number", _error from raw.powerschool__schools order by 1')
     assert rows[0] == (1, "1", None) and rows[2] == (3, "3", None)
     assert rows[1][0] == 2 and rows[1][2].startswith("unreadable CSV")
+
+
+def _staged_by(monkeypatch) -> list:
+    """What `stage_csv` returned for each load: the rows DuckDB's reader staged, or None (the csv module)."""
+    from sg_orchestration.ingest import load as load_module
+
+    returned = []
+    real = load_module.stage_csv
+
+    def spy(con, file, table):
+        returned.append(real(con, file, table))
+        return returned[-1]
+
+    monkeypatch.setattr(load_module, "stage_csv", spy)
+    return returned
+
+
+def test_a_large_file_read_by_duckdb_keeps_each_malformed_row_with_its_row_field_and_reason(
+    tmp_path, warehouse, monkeypatch
+):
+    from sg_orchestration.ingest.load import load
+
+    source = SOURCES_BY_NAME["powerschool__contacts"]
+    records = [
+        [f"C{i}", f"S{i}", "Pat", f"Parent{i}", f"p{i}@example.org", "555-0100", "555-0101", "Mother"]
+        for i in range(1, 60_001)
+    ]
+    for i in range(0, 60_000, 500):
+        records[i][7] = "Mother,\nsee note"  # quoted line breaks: rows and lines part ways
+    bad = {1: records[0] + ["extra"], 25_000: records[24_999][:5], 59_999: records[59_998][:7]}
+    bad[40_000] = ["C40000", "S40000", "Pat,\nsee note"]  # a short row over two lines
+    for row, record in bad.items():
+        records[row - 1] = record
+    path = tmp_path / "contacts.csv"
+    with path.open("w", newline="", encoding="utf-8") as f:
+        f.write("\ufeff")  # a BOM, and CRLF line ends (the csv module's)
+        csv.writer(f).writerows([source.column_names, *records])
+    staged = _staged_by(monkeypatch)
+    with connect() as con:
+        result = load(con, source, "drop", read_csv(source, path))
+    assert staged == [60_000]  # DuckDB's reader read it
+    assert (result.rows_read, result.rows_added, result.rows_with_errors) == (60_000, 60_000, 4)
+    kept = _query(
+        "select _source_row, _error, _extra->>'_fields' from raw.powerschool__contacts "
+        "where _error is not null order by 1"
+    )
+    assert [(row, error) for row, error, _ in kept] == [
+        (row, f"row has {len(record)} fields; the header has 8") for row, record in sorted(bad.items())
+    ]
+    assert [json.loads(fields) for *_, fields in kept] == [bad[row] for row in sorted(bad)]
+    # Every other row keeps its place in the file as its number.
+    assert _query(
+        "select count(*) from raw.powerschool__contacts where _error is null and \"Contact Id\" <> 'C' || _source_row"
+    ) == [(0,)]
+    assert _query(
+        "select location, field, cause from ops.error_log where target = ? and resolved_at is null order by 1",
+        [source.name],
+    ) == [
+        (f"contacts.csv row {row}", None, f"row has {len(bad[row])} fields; the header has 8")
+        for row in sorted(bad, key=str)
+    ]
+
+
+@pytest.mark.parametrize(
+    "body, expected",
+    [
+        # A blank line: DuckDB's reader skips it, the csv module reads a record of no fields.
+        (
+            "1,A,9,D\n\n2,B,9,D\n",
+            [(1, "1", "A", None), (2, None, None, "row has 0 fields; the header has 4"), (3, "2", "B", None)],
+        ),
+        # Spaces after a closing quote: DuckDB's reader drops them, the csv module keeps them.
+        ('1,"A" ,9,D\n2,B,9,D\n', [(1, "1", "A ", None), (2, "2", "B", None)]),
+        # A CRLF line end in a file of LF ones: DuckDB's reader refuses the file.
+        ("1,A,9,D\r\n2,B,9,D\n", [(1, "1", "A", None), (2, "2", "B", None)]),
+        # Bytes that are not UTF-8: DuckDB's reader sets the row aside; the csv module keeps its fields.
+        (
+            b"1,Caf\xe9,9,D\n2,B,9,D\n",
+            [(1, "1", "Caf\ufffd", "School Name: not valid UTF-8"), (2, "2", "B", None)],
+        ),
+    ],
+    ids=["blank_line", "spaces_after_quote", "mixed_line_ends", "bad_utf8"],
+)
+def test_a_file_duckdbs_reader_reads_otherwise_is_read_by_the_csv_module(
+    body, expected, tmp_path, warehouse, monkeypatch
+):
+    from sg_orchestration.ingest.load import load
+
+    source = SOURCES_BY_NAME["powerschool__schools"]
+    path = tmp_path / "schools.csv"
+    header = b"School Number,School Name,District Number,District Name\n"
+    path.write_bytes(header + (body if isinstance(body, bytes) else body.encode()))
+    staged = _staged_by(monkeypatch)
+    with connect() as con:
+        load(con, source, "drop", read_csv(source, path))
+    assert staged == [None]
+    assert (
+        _query(
+            'select _source_row, "School Number", "School Name", _error from raw.powerschool__schools order by 1'
+        )
+        == expected
+    )

@@ -359,7 +359,17 @@ def test_an_unchanged_mart_is_not_validated_again_and_its_errors_stay_open(curre
     with connect() as con:
         first, _ = record_mart_failures(con, "rules")
         again, validated = record_mart_failures(con, "rules")
-    assert validated == [] and again == first and first["special_education_enrollment"] >= 2
+    assert validated == {} and again == first and first["special_education_enrollment"] >= 2
+    assert [e[:2] for e in _validation_errors()["E1"]] == [("StateInstructionalSetting", "47")]
+    # A new or changed row (here: one whose judgement is forgotten) is the only one validated again.
+    with connect() as con:
+        con.execute(
+            "delete from ops.validated_rows where district_id = 'rules' and mart = 'qmlativ__disability' "
+            "and row_hash = (select min(row_hash) from ops.validated_rows where district_id = 'rules' "
+            "and mart = 'qmlativ__disability')"
+        )
+        again, validated = record_mart_failures(con, "rules")
+    assert validated == {"qmlativ__disability": 1} and again == first
     assert [e[:2] for e in _validation_errors()["E1"]] == [("StateInstructionalSetting", "47")]
     # A code the district adds changes what the marts are checked against: they are validated again.
     with connect() as con:

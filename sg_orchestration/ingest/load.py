@@ -31,7 +31,7 @@ from sg_orchestration.catalog import (
     Source,
 )
 from sg_orchestration.config import IngestGuards
-from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches, SourceFileError
+from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches, SourceFileError, stage_csv
 from sg_orchestration.warehouse import LOAD_COLUMNS, literal, quote, raw_table, raw_table_ddl
 
 STAGE = "_sg_stage"
@@ -126,7 +126,10 @@ def _extra_sql(extras: list[str]) -> str:
 
 
 def _stage(con: duckdb.DuckDBPyConnection, batches: Batches) -> int:
+    """The rows read into the temp table STAGE: a CSV file by DuckDB's reader when it can, else batches."""
     con.execute(f"drop table if exists {STAGE}")
+    if batches.csv is not None and (rows := stage_csv(con, batches.csv, STAGE)) is not None:
+        return rows
     rows = 0
     created = False
     for batch in batches.batches:

@@ -1,8 +1,14 @@
-"""Readers turn a source (a CSV file or API records) into column batches of strings, keeping every row.
+"""Readers turn a source (a CSV file or API records) into rows of strings, keeping every row.
 
 Nothing is dropped here: a row whose shape is wrong keeps its fields (in `_extra._fields`) and a reason
 (`_reject`), so the loader can store it in raw and report it. Types are checked later, in SQL, from the
 catalog.
+
+A CSV file goes from the file into DuckDB with DuckDB's own reader (`stage_csv`), every field as text; the
+rows of the wrong width DuckDB sets aside are read again here, from their byte offset, to keep their fields.
+A file that reader cannot take exactly as the csv module reads it (a quote it refuses, bytes that are not
+UTF-8, a field past `MAX_FIELD_CHARS` or a runaway one, a line it skipped) is streamed by the csv module
+instead (`Batches.batches`, `_csv_batches`), where the rules for those cases live.
 """
 
 from __future__ import annotations
@@ -10,18 +16,23 @@ from __future__ import annotations
 import codecs
 import csv
 import hashlib
+import io
 import itertools
 import json
+import re
 import sys
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NamedTuple
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from sg_orchestration.catalog import Source
+from sg_orchestration.warehouse import quote
 
 BATCH_ROWS = 50_000
 REJECT = "_reject"
@@ -66,9 +77,33 @@ class SourceFileError(ValueError):
         return " ".join(str(self).split())
 
 
+class FileScan(NamedTuple):
+    """What one pass over a file's bytes finds (`_scan`)."""
+
+    digest: str
+    control_characters: bool  # any control character: then the loader looks per field
+    line_feeds: int
+    ends_with_line_feed: bool
+    spaced_quote: bool  # spaces between a quote and a comma or line end: see `stage_csv`
+
+
+@dataclass
+class CsvFile:
+    """A CSV input whose header is checked, as DuckDB's reader stages it (`stage_csv`)."""
+
+    path: Path
+    header: list[str]
+    names: list[str]  # the staged columns: the catalog's, then the extra ones
+    header_lines: int  # the lines the header row took
+    scan: FileScan
+
+
 @dataclass
 class Batches:
-    """What a reader produced: batches with the catalog columns, extra columns and per-row bookkeeping."""
+    """What a reader produced: batches with the catalog columns, extra columns and per-row bookkeeping.
+
+    `csv`: set for a CSV file, which DuckDB's reader stages when it can (`stage_csv`); `batches` are then
+    read only when it cannot."""
 
     origin: str
     digest: str | None
@@ -76,6 +111,7 @@ class Batches:
     batches: Iterable[pa.Table] = ()
     encoding_errors: bool = False
     control_characters: bool = True  # may hold control characters: False only when a file has none
+    csv: CsvFile | None = None
 
 
 def _table(columns: dict[str, list]) -> pa.Table:
@@ -117,15 +153,30 @@ def _nulls_for_blanks(values) -> pa.Array:
 _CONTROL_BYTES = [bytes([b]) for b in (*range(0x00, 0x09), 0x0B, 0x0C, *range(0x0E, 0x20), 0x7F)]
 
 
-def _sha256(path: Path) -> tuple[str, bool]:
-    """The file's digest, and whether it holds any control character (then the loader looks per field)."""
+# Spaces between a quote and the comma or line end next to it: DuckDB's reader drops them, the csv module
+# keeps them (`"a" ,` is `a ` to it), so a file with any is read by the csv module.
+_SPACED_QUOTE = re.compile(rb'(?:[,\r\n]|\A) +"|" +(?:[,\r\n]|\Z)')
+
+
+def _scan(path: Path) -> FileScan:
+    """The file's digest, and what `stage_csv` and the loader need to know of its bytes."""
     digest = hashlib.sha256()
-    control = False
+    control = spaced = False
+    line_feeds = 0
+    tail = b""  # the end of the previous chunk: a quote and spaces may straddle chunks
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
             control = control or any(b in chunk for b in _CONTROL_BYTES)  # memchr: cheap
-    return digest.hexdigest(), control
+            line_feeds += chunk.count(b"\n")
+            window = tail + chunk
+            if not spaced:
+                byte = np.frombuffer(window, dtype=np.uint8)
+                quotes, spaces = byte == ord('"'), byte == ord(" ")
+                if (quotes[:-1] & spaces[1:]).any() or (spaces[:-1] & quotes[1:]).any():  # rare
+                    spaced = _SPACED_QUOTE.search(window) is not None
+            tail = window[max(len(window.rstrip(b" ")) - 1, 0) :]
+    return FileScan(digest.hexdigest(), control, line_feeds, tail.endswith(b"\n"), spaced)
 
 
 class _DecodeErrors:
@@ -143,10 +194,14 @@ class _DecodeErrors:
 codecs.register_error(_DecodeErrors.name, _DecodeErrors.handle)
 
 
-def read_csv(source: Source, path: Path) -> Batches:
-    """Stream a CSV input (UTF-8, a BOM tolerated, RFC 4180, header row) as batches.
+def _open(path: Path):
+    return path.open(encoding="utf-8-sig", errors=_DecodeErrors.name, newline="")
 
-    A file that cannot be used at all raises `SourceFileError`, here for the header or while streaming
+
+def read_csv(source: Source, path: Path) -> Batches:
+    """A CSV input (UTF-8, a BOM tolerated, RFC 4180, header row), its header checked, to be staged.
+
+    A file that cannot be used at all raises `SourceFileError`, here for the header, or while it is read
     (an unterminated quote)."""
     resend = f"and send {source.file} again"
     if path.is_dir():
@@ -160,7 +215,6 @@ def read_csv(source: Source, path: Path) -> Batches:
             f"put the {source.system} export {source.file} in {path.parent} (check that the export ran and "
             "writes there), then run again",
         )
-    errors_before = _DecodeErrors.count  # before the first read: decoding runs ahead of the csv reader
     try:
         if path.stat().st_size == 0:
             raise SourceFileError(
@@ -168,30 +222,29 @@ def read_csv(source: Source, path: Path) -> Batches:
                 "empty file (0 bytes): expected a header row and data",
                 f"check the export that writes {source.file}: it wrote nothing; {resend} with its header row",
             )
-        handle = path.open(encoding="utf-8-sig", errors=_DecodeErrors.name, newline="")
-        reader = csv.reader(handle)
-        try:
-            header = next(reader)
-        except StopIteration:
-            handle.close()
-            raise SourceFileError(
-                path, "empty file, expected a header row", f"{resend} with its header row and data"
-            ) from None
-        digest, control = _sha256(path)
+        with _open(path) as handle:
+            reader = csv.reader(handle)
+            try:
+                header = next(reader)
+            except StopIteration:
+                raise SourceFileError(
+                    path, "empty file, expected a header row", f"{resend} with its header row and data"
+                ) from None
+            header_lines = reader.line_num
+        scan = _scan(path)
     except OSError as exc:
         raise _unreadable(path, exc) from None
     header = [h.strip() for h in header]
     missing = [c for c in source.column_names if c not in header]
     duplicated = sorted({h for h in header if header.count(h) > 1})
-    if missing or duplicated:
-        handle.close()
-        if missing:
-            raise SourceFileError(
-                path,
-                f"missing column(s) {missing}; the header must name {list(source.column_names)}",
-                f"add the column(s) {', '.join(missing)} to the header of {source.file} {resend}",
-                field=", ".join(missing),
-            )
+    if missing:
+        raise SourceFileError(
+            path,
+            f"missing column(s) {missing}; the header must name {list(source.column_names)}",
+            f"add the column(s) {', '.join(missing)} to the header of {source.file} {resend}",
+            field=", ".join(missing),
+        )
+    if duplicated:
         raise SourceFileError(
             path,
             f"column(s) {duplicated} appear more than once in the header",
@@ -199,18 +252,171 @@ def read_csv(source: Source, path: Path) -> Batches:
             field=", ".join(duplicated),
         )
     extras = [h for h in header if h not in source.column_names]
-    batches = Batches(origin=str(path), digest=digest, extra_columns=extras, control_characters=control)
+    names = list(source.column_names) + extras
+    batches = Batches(
+        origin=str(path),
+        digest=scan.digest,
+        extra_columns=extras,
+        control_characters=scan.control_characters,
+        csv=CsvFile(path, header, names, header_lines, scan),
+    )
 
     def stream() -> Iterator[pa.Table]:
-        with handle:
-            try:
-                yield from _csv_batches(reader, header, source, extras, path)
-            except OSError as exc:
-                raise _unreadable(path, exc) from None
+        errors_before = _DecodeErrors.count  # before the first read: decoding runs ahead of the csv reader
+        try:
+            with _open(path) as handle:
+                reader = csv.reader(handle)
+                next(reader)  # the header, checked above
+                yield from _csv_batches(reader, header, names, path)
+        except OSError as exc:
+            raise _unreadable(path, exc) from None
         batches.encoding_errors = _DecodeErrors.count > errors_before
 
     batches.batches = stream()
     return batches
+
+
+# DuckDB's reader set to read as the csv module does: commas, double quotes (doubled inside a quoted value),
+# every field as text, blank ones NULL; a quote it cannot read whole fails the scan, and a row of the
+# wrong width is set aside (`_sg_csv_rejects`) with its record number and byte offset.
+_DUCKDB_CSV = (
+    "delim = ',', quote = '\"', escape = '\"', header = false, auto_detect = false, strict_mode = true, "
+    "store_rejects = true, rejects_table = '_sg_csv_rejects', rejects_scan = '_sg_csv_scans'"
+)
+_SHAPE_ERRORS = "('MISSING COLUMNS', 'TOO MANY COLUMNS')"
+_SLACK = 64  # bytes around the offset DuckDB gives for a record it set aside
+
+
+def stage_csv(con: duckdb.DuckDBPyConnection, file: CsvFile, table: str) -> int | None:
+    """Read the file into the temp table `table` with DuckDB's reader, a row per record with the columns
+    of the batches (`_records_table`); the rows read. None, and no table, when the file is to be streamed
+    by the csv module instead: DuckDB refused it or set a row aside for more than its width, a field is
+    longer than MAX_FIELD_CHARS or a runaway, a line of the file is in no row (a blank one), spaces sit
+    beside a quote, the header takes more than a line, or the path would be read as a glob pattern."""
+    if file.header_lines != 1 or file.scan.spaced_quote or any(c in str(file.path) for c in "*?[{"):
+        return None
+    width = len(file.header)
+    columns = "{" + ", ".join(f"'f{i}': 'VARCHAR'" for i in range(width)) + "}"
+    names = ", ".join(f"f{file.header.index(n)} as {quote(n)}" for n in file.names)
+    con.execute("drop table if exists _sg_csv_rejects; drop table if exists _sg_csv_scans")
+    con.execute("set session preserve_insertion_order = true")  # a row's place in the scan is its number
+    try:
+        con.execute(
+            f"create or replace temp table {table} as select {names}, null::varchar as {REJECT}, "
+            f"null::varchar as {FIELDS}, row_number() over () as {ROW} "
+            f"from read_csv(?, skip = 1, columns = {columns}, {_DUCKDB_CSV})",
+            [str(file.path)],
+        )
+        rows = _checked_rows(con, file, table)
+    except (duckdb.Error, OSError):  # the csv module reads it, and says what is wrong
+        rows = None
+    finally:
+        con.execute("reset session preserve_insertion_order")
+        con.execute("drop table if exists _sg_csv_rejects; drop table if exists _sg_csv_scans")
+    if rows is None:
+        con.execute(f"drop table if exists {table}")
+    return rows
+
+
+def _checked_rows(con: duckdb.DuckDBPyConnection, file: CsvFile, table: str) -> int | None:
+    """The rows staged once the rows DuckDB set aside are added with their fields, and the rows of a
+    record after them renumbered; None when the csv module is to read the file (`stage_csv`)."""
+    width = len(file.header)
+    set_aside = con.execute(
+        f"select line - 1, min(line_byte_position), any_value(csv_line), "
+        f"bool_and(error_type in {_SHAPE_ERRORS}) from _sg_csv_rejects group by line order by line"
+    ).fetchall()
+    if not all(shape_only for *_, shape_only in set_aside):
+        return None
+    records = _records_at(file.path, [(offset, text) for _, offset, text, _ in set_aside])
+    if records is None or any(len(record) in (0, width) for record, _ in records):
+        return None  # the csv module reads these records otherwise
+    columns = [quote(n) for n in file.names]
+    spanning = " or ".join(
+        f"contains({c}, chr(10)) or contains({c}, chr(13)) or strlen({c}) > {MAX_FIELD_CHARS}"
+        for c in columns
+    )
+    good, *_ = con.execute(f"select count(*) from {table}").fetchone()
+    # Few rows: those with a line break in a field, or a very long one; and the rows set aside.
+    fields = [
+        text
+        for (values,) in con.execute(
+            f"select [{', '.join(columns)}] from {table} where {spanning}"
+        ).fetchall()
+        for text in values
+        if text is not None
+    ]
+    if any(
+        _csv_module_decides(text, width) for text in fields + [t for record, _ in records for t in record]
+    ):
+        return None
+    line_feeds = sum(text.count("\n") for text in fields)
+    lines = file.header_lines + good + line_feeds + sum(lines for _, lines in records)
+    if file.scan.line_feeds != lines - (0 if file.scan.ends_with_line_feed else 1):
+        return None  # a line DuckDB skipped (a blank one): the csv module reads it as a record
+    if set_aside:
+        _add_set_aside(con, file, table, [row for row, *_ in set_aside], [record for record, _ in records])
+    return good + len(set_aside)
+
+
+def _csv_module_decides(text: str, width: int) -> bool:
+    """A field past MAX_FIELD_CHARS bytes, or a runaway one: the csv module's reading has the rules."""
+    return len(text.encode()) > MAX_FIELD_CHARS or ("\n" in text or "\r" in text) and _runaway(text, width)
+
+
+def _records_at(path: Path, set_aside: list[tuple[int, str]]) -> list[tuple[list[str], int]] | None:
+    """Each record DuckDB set aside (its offset and text) as the csv module reads it, with the lines it
+    spans; None when one is not found. DuckDB's offset can be a byte off: the record starts after the
+    last line break up to it, and there the file must hold the text DuckDB kept of it."""
+    records = []
+    with path.open("rb") as raw:
+        for offset, kept in set_aside:
+            kept = kept.lstrip("\r\n").encode()  # DuckDB may keep the end of the line before
+            base = max(offset - _SLACK, 0)
+            raw.seek(base)
+            window = raw.read(offset - base + 1 + len(kept) + _SLACK)
+            starts = [window.rfind(b"\n", 0, end) + 1 for end in (offset - base, offset - base + 1)]
+            start = next((s for s in starts if (s or not base) and window.startswith(kept, s)), None)
+            if not kept or start is None:
+                return None
+            raw.seek(base + start)
+            text = io.TextIOWrapper(raw, encoding="utf-8", errors=_DecodeErrors.name, newline="")
+            reader = csv.reader(text)
+            try:
+                records.append((next(reader, []), reader.line_num))
+            except csv.Error:
+                return None
+            finally:
+                text.detach()
+    return records
+
+
+def _add_set_aside(con, file: CsvFile, table: str, numbers: list[int], records: list[list[str]]) -> None:
+    """Put the records DuckDB set aside, with their record numbers, among the staged rows, which are
+    numbered in order of the scan: a row after n of them moves n on."""
+    shifts: dict[int, int] = {}  # staged row number -> set-aside records before the row after it
+    for index, number in enumerate(numbers, start=1):
+        shifts[number - index] = index
+    bounds = sorted(shifts)
+    ranges = pa.table(
+        {
+            "low": pa.array(bounds, pa.int64()),  # rows after `low` ...
+            "high": pa.array(bounds[1:] + [2**62], pa.int64()),  # ... up to `high` move on `shift`
+            "shift": pa.array([shifts[b] for b in bounds], pa.int64()),
+        }
+    )
+    con.register("_sg_ranges", ranges)
+    con.execute(
+        f"update {table} t set {ROW} = t.{ROW} + r.shift from _sg_ranges r "
+        f"where t.{ROW} > r.low and t.{ROW} <= r.high"
+    )
+    con.unregister("_sg_ranges")
+    positions = [file.header.index(n) for n in file.names]
+    rows = _records_table(records, file.names, positions, len(file.header), 1)
+    rows = rows.set_column(rows.schema.get_field_index(ROW), ROW, pa.array(numbers, pa.int64()))
+    con.register("_sg_batch", rows)
+    con.execute(f"insert into {table} by name select * from _sg_batch")
+    con.unregister("_sg_batch")
 
 
 def _unreadable(path: Path, exc: OSError) -> SourceFileError:
@@ -229,6 +435,12 @@ def _line_breaks(text: str) -> int:
 def _swallows_rows(text: str, width: int) -> bool:
     """A line inside the field (after its first) with a whole row's commas: a record read into a field."""
     return width >= 4 and any(line.count(",") >= width - 1 for line in text.splitlines()[1:])
+
+
+def _runaway(text: str, width: int) -> bool:
+    """A field with a line break that spans many lines, is huge, or holds whole rows: its quote opened and
+    never closed where it should, so the file's next lines were read into it."""
+    return _line_breaks(text) >= RUNAWAY_LINES or len(text) > MAX_FIELD_CHARS or _swallows_rows(text, width)
 
 
 def _refuse_runaway_quote(
@@ -251,7 +463,7 @@ def _refuse_runaway_quote(
             if "\n" not in text and "\r" not in text:
                 continue
             breaks = _line_breaks(text)
-            if breaks >= RUNAWAY_LINES or len(text) > MAX_FIELD_CHARS or _swallows_rows(text, len(header)):
+            if _runaway(text, len(header)):
                 column = header[position] if position < len(header) else f"field {position + 1}"
                 opened = first_line + index + extra_lines + span
                 # A field running to the end of the file holds the file's last line break too.
@@ -297,10 +509,7 @@ def _longest(table: pa.Table) -> int:
     return longest
 
 
-def _csv_batches(
-    reader, header: list[str], source: Source, extras: list[str], path: Path
-) -> Iterator[pa.Table]:
-    names = list(source.column_names) + extras
+def _csv_batches(reader, header: list[str], names: list[str], path: Path) -> Iterator[pa.Table]:
     positions = [header.index(n) for n in names]
     width = len(header)
     first_row = 1

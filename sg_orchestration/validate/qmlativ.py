@@ -112,72 +112,74 @@ def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]
     return []
 
 
-def _rules_digest() -> bytes:
-    """This module and the field and code configuration it validates by."""
+def _rules_digest(codes: dict[str, frozenset[str]]) -> str:
+    """This module, the field and code configuration it validates by, and the district's code tables."""
     files = [Path(__file__), *sorted(CONFIG_DIR.glob("qmlativ_*.yaml"))]
-    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).digest()
+    codes_text = repr(sorted((t, sorted(c)) for t, c in codes.items())).encode()
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files) + codes_text).hexdigest()
 
 
-def _mart_digest(con, form: Source, district_id: str, codes: dict[str, frozenset[str]]) -> str:
-    """The district's rows of the mart (computed in DuckDB, never read into Python), its code tables and
-    the rules: when it is the digest of the last validation, that validation's findings still hold."""
-    rows = con.execute(
-        f"select count(*), coalesce(sum(hash(m)), 0)::varchar "
-        f"from (select * from marts.{mart_name(form)} where district_id = ?) m",
-        [district_id],
-    ).fetchone()
-    codes_text = repr(sorted((t, sorted(c)) for t, c in codes.items()))
-    return hashlib.sha256(_rules_digest() + repr(rows).encode() + codes_text.encode()).hexdigest()
-
-
-def record_mart_failures(con, district_id: str) -> tuple[Counter, list[str]]:
-    """Validate each mart for the district whose rows, codes or rules changed since its last validation;
-    upsert open errors and resolve the ones that pass now. Returns the invalid records per screen (of an
-    unchanged mart: its open errors) and the marts validated."""
+def record_mart_failures(con, district_id: str) -> tuple[Counter, dict[str, int]]:
+    """Validate, per mart, the district's rows that are new or changed since its last validation by the
+    same rules and code tables (every row when those changed): each row is judged on its own, so the
+    findings of an unchanged row stand. Upsert open errors; resolve those of rows that pass now or are gone.
+    Returns the invalid records per screen and, per mart with new or changed rows, how many were validated."""
     codes = _codes(con, district_id)
+    rules = _rules_digest(codes)
     con.execute(f"create or replace temp table _sg_invalid ({_FINDINGS_DDL})")
     counts: Counter = Counter()
-    validated: dict[str, str] = {}  # mart: digest
+    validated: dict[str, int] = {}
     for form in FORMS:
-        digest = _mart_digest(con, form, district_id, codes)
+        mart, screen = mart_name(form), target(form)
+        here = {"d": district_id, "m": mart}  # DuckDB wants exactly the parameters a statement names
+        con.execute(
+            f"create or replace temp table _sg_rows as select hash(m) as _sg_hash, m.* "
+            f"from (select * from marts.{mart} where district_id = $d) m",
+            {"d": district_id},
+        )
         last = con.execute(
-            "select digest from ops.validated_marts where district_id = ? and mart = ?",
-            [district_id, mart_name(form)],
+            "select digest from ops.validated_marts where district_id = $d and mart = $m", here
         ).fetchone()
-        if last and last[0] == digest:
-            (still_open,) = con.execute(
-                "select count(distinct record_key_hash) from ops.error_log where district_id = ? "
-                "and stage = 'validate' and target = ? and cause <> ? and resolved_at is null",
-                [district_id, target(form), MAPPING_HINT],
-            ).fetchone()
-            if still_open:
-                counts[form.table] = still_open
-            continue
-        frame = con.execute(
-            f"select * from marts.{mart_name(form)} where district_id = ?", [district_id]
-        ).df()
-        rows = failures(form, frame, codes)
-        if rows:
+        if not last or last[0] != rules:
+            con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
+        seen = "exists (select 1 from ops.validated_rows v where v.district_id = $d and v.mart = $m and v.row_hash = r._sg_hash)"
+        frame = con.execute(f"select * exclude (_sg_hash) from _sg_rows r where not {seen}", here).df()
+        if len(frame):
+            validated[mart] = len(frame)
+        if rows := failures(form, frame, codes) if len(frame) else []:
             con.executemany(
                 "insert into _sg_invalid values (?, md5(?), ?, ?, ?, ?, 'Qmlativ mart', null)",
-                [(target(form), doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
+                [(screen, doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
             )
-            counts[form.table] = len({r[0] for r in rows})
-        validated[mart_name(form)] = digest
+        con.execute(  # the open findings of the rows that did not change stand
+            f"""
+            insert into _sg_invalid
+            select target, record_key_hash, field, value, cause, fix, location, load_id from ops.error_log
+            where district_id = $d and stage = 'validate' and target = $t and cause <> $hint
+              and resolved_at is null
+              and record_key_hash in (select md5("SourceDocumentID") from _sg_rows r where {seen})
+            """,
+            {**here, "t": screen, "hint": MAPPING_HINT},
+        )
+        con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
+        con.execute("insert into ops.validated_rows select $d, $m, _sg_hash from _sg_rows", here)
+        con.execute(
+            "insert or replace into ops.validated_marts values ($d, $m, $r, now())", {**here, "r": rules}
+        )
+        (invalid,) = con.execute(
+            "select count(distinct record_key_hash) from _sg_invalid where target = ?", [screen]
+        ).fetchone()
+        if invalid:
+            counts[form.table] = invalid
     error_log.sync(
         con,
         district_id,
         "validate",
         "_sg_invalid",
-        scope="list_contains(?, e.target) and e.cause <> ?",
-        scope_params=([target(f) for f in FORMS if mart_name(f) in validated], MAPPING_HINT),
+        scope="e.target like 'qmlativ/%' and e.cause <> ?",
+        scope_params=(MAPPING_HINT,),
     )
-    if validated:
-        con.executemany(
-            "insert or replace into ops.validated_marts values (?, ?, ?, now())",
-            [[district_id, mart, digest] for mart, digest in validated.items()],
-        )
-    return counts, list(validated)
+    return counts, validated
 
 
 def not_sent(con, district_id: str, invalid: Counter) -> dict[str, Counter]:
@@ -258,7 +260,7 @@ def build_qmlativ_validation_asset(partitions_def: dg.PartitionsDefinition) -> d
                 "unmapped_documents": sum(unmapped.values()),
                 "invalid_records": sum(invalid.values()),
                 **{f"invalid/{k}": v for k, v in invalid.items()},
-                "marts_validated": dg.MetadataValue.int(len(validated)),
+                "rows_validated": dg.MetadataValue.int(sum(validated.values())),
                 "marts_unchanged": dg.MetadataValue.int(len(FORMS) - len(validated)),
                 "not_sent": dg.MetadataValue.md(_not_sent_table(reasons)),
             },
