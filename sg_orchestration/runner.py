@@ -68,6 +68,7 @@ def run_district(
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
+    from sg_orchestration.automation import nightly_selection
     from sg_orchestration.definitions import defs
     from sg_orchestration.ingest.assets import ACCEPT_SHRINK_TAG
     from sg_orchestration.publish.assets import DRY_RUN_TAG
@@ -93,6 +94,7 @@ def run_district(
         with open(log_path, "w") as log, redirect_stdout(log), redirect_stderr(log):
             result = job.execute_in_process(
                 partition_key=district.id,
+                asset_selection=nightly_selection(defs.resolve_asset_graph(), district),
                 instance=instance,
                 raise_on_error=False,
                 tags=tags,

@@ -120,3 +120,25 @@ def test_dagster_sqlite_storage_commits_without_an_fsync_per_event(tmp_path):
         assert instance.get_run_by_id(run.run_id) is not None
     finally:
         instance.dispose()
+
+
+def test_a_districts_nightly_plans_only_the_dbt_steps_of_its_targets(defs, districts):
+    from datetime import UTC, datetime
+
+    from sg_orchestration.automation import nightly_selection
+
+    graph = defs.resolve_asset_graph()
+    demo = nightly_selection(graph, districts.get("demo"))  # the Qmlativ writeback only
+    other_targets = ("stg_campus", "stg_powerschool", "stg_oneroster")
+    assert demo and not [k for k in demo if k.path[-1].startswith(other_targets)]
+    assert {dg.AssetKey(["marts", "qmlativ__restraint"]), dg.AssetKey(["raw", "campus__schools"])} <= set(
+        demo
+    )
+    assert nightly_selection(graph, districts.get("filedrop")) is None  # every target
+    schedule = next(s for s in defs.schedules if s.name == "nightly_demo")
+    context = dg.build_schedule_context(
+        repository_def=defs.get_repository_def(),
+        scheduled_execution_time=datetime(2026, 12, 1, 8, tzinfo=UTC),
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert request.partition_key == "demo" and list(request.asset_selection) == demo

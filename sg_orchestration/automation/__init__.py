@@ -21,6 +21,22 @@ def _identifier(district_id: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]", "_", district_id)
 
 
+def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | None:
+    """The nightly job's assets that the district needs: all but the dbt steps of targets it does not have
+    (their assets and checks are not even planned); None when it needs all."""
+    from sg_orchestration.transform.dbt import build_dbt_assets, needed
+
+    skip = {
+        key
+        for a in build_dbt_assets()
+        if not needed(a.op.name.removeprefix("dbt_"), district)
+        for key in a.keys
+    }
+    if not skip:
+        return None
+    return sorted(set(asset_graph.materializable_asset_keys) - skip, key=lambda k: k.to_user_string())
+
+
 def nightly_schedule(district: District) -> dg.ScheduleDefinition:
     @dg.schedule(
         name=f"nightly_{_identifier(district.id)}",
@@ -32,7 +48,9 @@ def nightly_schedule(district: District) -> dg.ScheduleDefinition:
     )
     def _nightly(context: dg.ScheduleEvaluationContext):
         return dg.RunRequest(
-            partition_key=district.id, run_key=f"{district.id}:{context.scheduled_execution_time:%Y-%m-%d}"
+            partition_key=district.id,
+            run_key=f"{district.id}:{context.scheduled_execution_time:%Y-%m-%d}",
+            asset_selection=nightly_selection(context.repository_def.asset_graph, district),
         )
 
     return _nightly
