@@ -1,5 +1,8 @@
 """A whole nightly run of a small district, in process: ingest over the sandbox APIs, dbt, checks, summary."""
 
+import shutil
+from pathlib import Path
+
 import yaml
 
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, SOURCES
@@ -80,6 +83,30 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     code = main(["run", "--districts-file", str(moved_file), "--district", "demo", "--dry-run"])
     out = capsys.readouterr().out
     assert code == 0 and f"dbt: {models} models and seeds built, 0 kept" in out, out[-4000:]
+
+
+def test_new_rows_for_views_already_built_run_only_their_tests(
+    defs, districts_file, warehouse, capsys, district_inputs, tmp_path
+):
+    """`filedrop` has every target: its first night builds every dbt step; after one changed OneRoster
+    file, only the OneRoster step runs, and only its tests (its views already show the new rows)."""
+    inputs = tmp_path / "inputs"
+    shutil.copytree(district_inputs, inputs)
+    doc = yaml.safe_load(districts_file.read_text())
+    filedrop = next(d for d in doc["districts"] if d["id"] == "filedrop")
+    filedrop["inputs"] = {key: str(inputs / Path(folder).name) for key, folder in filedrop["inputs"].items()}
+    moved = tmp_path / "districts.yaml"
+    moved.write_text(yaml.safe_dump(doc))
+    run = ["run", "--districts-file", str(moved), "--district", "filedrop", "--dry-run"]
+    assert main(run) == 0
+    assert ", 0 kept and tested on new data, 0 reused" in capsys.readouterr().out
+    with (inputs / "oneroster" / "orgs.csv").open("a") as orgs:
+        orgs.write("org-999,,,Test Elementary,school,057999999,org-district\n")
+    assert main(run) == 0
+    out = capsys.readouterr().out
+    roster = len([s for s in SOURCES if s.system in ("powerschool", "oneroster")])
+    assert f"dbt: 0 models and seeds built, {roster} kept and tested on new data," in out, out[-3000:]
+    assert "; 0 tests" not in out
 
 
 def test_summary_and_metadata_carry_no_student_data(defs, districts_file, warehouse, capsys, district_inputs):
