@@ -55,19 +55,29 @@ def test_a_step_is_reused_after_a_clean_build_of_the_same_inputs_and_only_tested
     con.execute("create or replace view marts.m as select 1 as x")
     current = reuse.fingerprint(con, "demo", [DOCUMENTS])
 
-    def plan(relations=("marts.m",), all_views=True, district="demo", fingerprint=current):
-        return reuse.plan(con, district, "dbt_qmlativ", fingerprint, list(relations), all_views)
+    def plan(relations=("marts.m",), views_only=True, district="demo", fingerprint=current):
+        return reuse.plan(con, district, "dbt_qmlativ", fingerprint, list(relations), views_only)
 
     assert plan().action == "build"  # never built
     reuse.record_clean_build(con, "demo", "dbt_qmlativ", current, "run-1")
     assert plan() == reuse.Plan("reuse", "run-1")
     assert plan(district="other-isd").action == "build"
     assert plan(relations=["marts.m", "marts.gone"]).action == "build"
-    assert plan(all_views=False).action == "build"
+    assert plan(views_only=False) == reuse.Plan("reuse", "run-1")  # nothing changed: a table is current too
     _load(con, "demo", DOCUMENTS, "loaded", 3)  # new data: the views show it, their tests must run
-    assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])) == reuse.Plan("test", "run-1")
+    changed = reuse.fingerprint(con, "demo", [DOCUMENTS])
+    assert plan(fingerprint=changed) == reuse.Plan("test", "run-1")
+    assert plan(fingerprint=changed, views_only=False).action == "build"  # a table must be built again
     monkeypatch.setattr(reuse, "project_digest", lambda: "an edited model")
     assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])).action == "build"
     monkeypatch.undo()
     reuse.forget(con, "demo", "dbt_qmlativ")  # a step that starts
     assert plan().action == "build"
+
+
+def test_only_views_in_the_warehouse_let_a_step_run_just_its_tests(con):
+    con.execute("create schema if not exists marts")
+    con.execute("create or replace view marts.v as select 1 as x")
+    con.execute("create or replace table marts.t as select 1 as x")
+    assert reuse.views_only(con, ["marts.v"])
+    assert not reuse.views_only(con, ["marts.v", "marts.t"])  # whatever the manifest loaded at start says

@@ -136,7 +136,8 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 record_cutover_dates(con, district)
             written = district.samegoal.cutover_dates if target == "qmlativ" and district.samegoal else None
             current = reuse.fingerprint(con, district.id, sources, written)
-            plan = reuse.plan(con, district.id, name, current, relations, _all_views(relations))
+            models = [r for r in relations if r not in _seeds()]
+            plan = reuse.plan(con, district.id, name, current, relations, reuse.views_only(con, models))
             if context.is_subset:
                 plan = reuse.Plan("build")
             if plan.action != "reuse":
@@ -175,15 +176,12 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
     return _models
 
 
-def _all_views(relations: list[str]) -> bool:
-    """Whether every model among the step's relations is a view (only then can a step run just its tests)."""
+@cache
+def _seeds() -> frozenset[str]:
+    """The project's seeds (`schema.name`): tables of the project's own files, so a step with one can still
+    run just its tests."""
     nodes = json.loads(dbt_project().manifest_path.read_text())["nodes"].values()
-    kinds = {
-        f"{n['schema']}.{n['alias']}": n["config"]["materialized"]
-        for n in nodes
-        if n["resource_type"] == "model"
-    }
-    return all(kinds.get(r, "view") == "view" for r in relations)
+    return frozenset(f"{n['schema']}.{n['alias']}" for n in nodes if n["resource_type"] == "seed")
 
 
 def needed(target: str, district: District) -> bool:
