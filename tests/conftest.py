@@ -77,24 +77,34 @@ def districts_file(session_dir, district_inputs, sandbox) -> Path:
         samegoal_dir=str(district_inputs / "samegoal"), qmlativ_dir=str(district_inputs / "qmlativ")
     )
     del filedrop["samegoal"]["base_url"], filedrop["qmlativ"]["base_url"]
-    # Every target, so its nightly builds every dbt step (`demo` has only the Qmlativ writeback).
-    filedrop["edfi"] = {
-        "connections": [
-            {
-                "name": "idoe",
-                "base_url": "http://127.0.0.1:9/api",
-                "key_env": "SG_TEST_EDFI_KEY",
-                "secret_env": "SG_TEST_EDFI_SECRET",
-                "district_number": "5375",
-                "school_years": [2026],
-            }
-        ]
-    }
-    filedrop["oneroster"] = {"delivery": {"directory": {"path": str(session_dir / "outbox")}}}
+    filedrop.update(other_targets(session_dir / "outbox"))  # so its nightly builds every dbt step
     doc["districts"].append(filedrop)
     assert [d["id"] for d in doc["districts"]] == list(TEST_DISTRICTS)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
+
+
+def other_targets(outbox: Path) -> dict:
+    """The `edfi` and `oneroster` sections of a district that has every target (`demo` has the Qmlativ
+    writeback only)."""
+    connection = {
+        "name": "idoe",
+        "base_url": "http://127.0.0.1:9/api",
+        "key_env": "SG_TEST_EDFI_KEY",
+        "secret_env": "SG_TEST_EDFI_SECRET",
+        "district_number": "5375",
+        "school_years": [2026],
+    }
+    return {
+        "edfi": {"connections": [connection]},
+        "oneroster": {"delivery": {"directory": {"path": str(outbox)}}},
+    }
+
+
+@pytest.fixture(scope="session")
+def every_target():
+    """`other_targets`, for tests that write their own districts file."""
+    return other_targets
 
 
 @pytest.fixture(scope="session")

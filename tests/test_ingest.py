@@ -322,3 +322,23 @@ def test_a_file_duckdbs_reader_reads_otherwise_is_read_by_the_csv_module(
         )
         == expected
     )
+
+
+def test_a_load_lets_go_of_its_copies_of_the_read_and_of_api_records(warehouse):
+    """Its temp tables (each a copy of the whole read, in DuckDB's memory) are dropped once it is done,
+    and API records are let go page by page as they become batches."""
+    from sg_orchestration.ingest.load import _TEMP_TABLES, load
+    from sg_orchestration.ingest.readers import records_to_batches
+
+    source = SOURCES_BY_NAME["qmlativ__students"]
+    pages = [[{"StudentID": 1, "StudentNumber": "L1", "StateID": "S1"}], [], [{"StudentID": 2}]]
+    batches = records_to_batches(source, "test", pages)
+    with connect() as con:
+        result = load(con, source, "drop", batches)
+        temp = {
+            t for (t,) in con.execute("select table_name from duckdb_tables() where temporary").fetchall()
+        }
+        rows = con.execute('select "StudentID", _source_row from raw.qmlativ__students order by 2').fetchall()
+    assert result.rows_added == 2 and rows == [("1", 1), ("2", 2)]
+    assert not temp & set(_TEMP_TABLES)
+    assert len(pages) == 3  # the caller's list is the caller's

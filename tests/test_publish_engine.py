@@ -863,3 +863,18 @@ def test_the_client_speaks_tls(tmp_path):
 
     replies = asyncio.run(main())
     assert [json.loads(r.body)["echo"] for r in replies] == ["body 0", "body 1", "body 2"]
+
+
+def test_a_desired_state_of_tuples_goes_into_duckdb_a_page_at_a_time(tmp_path, monkeypatch):
+    """Tuples (a generator: read once) are registered page by page, and all of them, as they were."""
+    import duckdb
+
+    from sg_orchestration.publish import ledger
+
+    monkeypatch.setattr(ledger, "DESIRED_PAGE_ROWS", 2)
+    rows = [(f"k{i}", f"c{i}", json.dumps({"n": i}) if i % 2 else None, f"doc{i}") for i in range(5)]
+    with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
+        ledger.register_desired(con, (r for r in rows))
+        assert con.execute("select * from publish_desired order by key_hash").fetchall() == rows
+        ledger.register_desired(con, iter(()))
+        assert con.execute("select count(*) from publish_desired").fetchone() == (0,)

@@ -33,11 +33,15 @@ def own_sandbox(tmp_path, sandbox, district_inputs, request):
         yield sb
 
 
-def _districts_file(tmp_path: Path, sb: Sandbox, inputs: dict[str, str | None] | None = None) -> Path:
-    """A districts file with the `demo` district on this sandbox; `inputs` replaces input folders."""
+def _districts_file(
+    tmp_path: Path, sb: Sandbox, inputs: dict[str, str | None] | None = None, sections: dict | None = None
+) -> Path:
+    """A districts file with the `demo` district on this sandbox; `inputs` replaces input folders;
+    `sections` adds sections (e.g. more targets)."""
     path = tmp_path / "districts.yaml"
     sb.write_districts_file(path)
     doc = yaml.safe_load(path.read_text())
+    doc["districts"][0].update(sections or {})
     for key, value in (inputs or {}).items():
         if value is None:
             doc["districts"][0]["inputs"].pop(key, None)
@@ -61,7 +65,7 @@ def _sent(target: str = "qmlativ") -> int:
 
 
 def test_a_broken_powerschool_file_and_a_missing_campus_folder_stop_only_what_reads_them(
-    defs, tmp_path, own_sandbox, district_inputs, warehouse, capsys, monkeypatch
+    defs, tmp_path, own_sandbox, district_inputs, warehouse, capsys, monkeypatch, every_target
 ):
     """Issue: a PowerSchool file with a missing required column, or a districts file naming a folder that
     is not there, failed its ingest step, then the single dbt step was skipped and the Qmlativ writeback
@@ -76,6 +80,7 @@ def test_a_broken_powerschool_file_and_a_missing_campus_folder_stop_only_what_re
         tmp_path,
         own_sandbox,
         {"powerschool_dir": str(powerschool), "campus_dir": str(tmp_path / "no-such-folder")},
+        sections=every_target(tmp_path / "outbox"),  # so the Ed-Fi and OneRoster steps are in the run
     )
     for old in (DBT_PROJECT_DIR / "target").glob("dbt_models-*"):
         shutil.rmtree(old)

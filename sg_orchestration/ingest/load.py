@@ -15,6 +15,7 @@ the file, it resolves once the source loads again, and the last good load stays 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -144,6 +145,11 @@ def _stage(con: duckdb.DuckDBPyConnection, batches: Batches) -> int:
     return rows if created else 0
 
 
+# The temp tables of one load: each holds a copy of the whole read, in DuckDB's memory (`memory_limit`)
+# until dropped, so they go as soon as the load is done, before the caller reads raw again.
+_TEMP_TABLES = (STAGE, "_sg_checked", "_sg_conflicts", "_sg_errors", "_sg_load_findings")
+
+
 def load(
     con: duckdb.DuckDBPyConnection,
     source: Source,
@@ -155,6 +161,26 @@ def load(
 ) -> LoadResult:
     """Load one read of a source. Raises `SourceFileError` (nothing applied) for a file refused while it
     streams; the caller records it with `record_failure`."""
+    drop = "; ".join(f"drop table if exists {t}" for t in _TEMP_TABLES)
+    try:
+        result = _load(con, source, district_id, batches, guards=guards, accept_shrink=accept_shrink)
+    except BaseException:
+        with contextlib.suppress(duckdb.Error):  # the load's own error is the one to report
+            con.execute(drop)
+        raise
+    con.execute(drop)
+    return result
+
+
+def _load(
+    con: duckdb.DuckDBPyConnection,
+    source: Source,
+    district_id: str,
+    batches: Batches,
+    *,
+    guards: IngestGuards | None,
+    accept_shrink: bool,
+) -> LoadResult:
     con.execute(raw_table_ddl(source))
     table = raw_table(source)
     if (

@@ -585,8 +585,12 @@ def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]])
         )
 
     def batches() -> Iterator[pa.Table]:
+        # Each page's records are let go once they are a batch: a large read (a million Qmlativ students)
+        # is not held as Python objects while the loader works on it.
+        pages.reverse()
         row_number = 0
-        for page in pages:
+        while pages:
+            page = pages.pop()
             if not page:
                 continue
             columns: dict[str, list] = {n: [text(r.get(n)) for r in page] for n in names}
@@ -594,6 +598,9 @@ def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]])
             columns[FIELDS] = [None] * len(page)
             columns[ROW] = list(range(row_number + 1, row_number + len(page) + 1))
             row_number += len(page)
-            yield _table(columns)
+            del page
+            table = _table(columns)
+            del columns
+            yield table
 
     return Batches(origin=origin, digest=None, extra_columns=extras, batches=batches())

@@ -499,11 +499,14 @@ class _Run:
         )
         # The fields Qmlativ (or any target) holds against the payload: only the target's own fingerprint
         # can compare them. An adopted object whose content already matches needs no request.
-        rows = self.con.execute(
-            "select rowid, cause, payload, fingerprint from _resync_all "
+        # Every live record's payload: read a page at a time, never all of them in Python at once.
+        result = self.con.execute(
+            "select rowid, payload, fingerprint from _resync_all "
             "where cause in ('adopted', 'overwritten_changed') and payload is not null"
-        ).fetchall()
-        same = [rowid for rowid, _, payload, fp in rows if adapter.fingerprint(json.loads(payload)) == fp]
+        )
+        same: list[int] = []
+        while page := result.fetchmany(self.batch_size):
+            same += [rowid for rowid, payload, fp in page if adapter.fingerprint(json.loads(payload)) == fp]
         self.con.execute("create or replace temp table _resync_same (id bigint)")
         if same:
             self.con.executemany("insert into _resync_same values (?)", [(i,) for i in same])

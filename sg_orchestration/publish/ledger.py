@@ -15,6 +15,7 @@ changes), `deleted` (withdrawn from the target).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterable
 
 import duckdb
@@ -57,6 +58,7 @@ LEDGER_COLUMNS = (
     "lookup_key",
 )
 DESIRED_COLUMNS = ("key_hash", "content_hash", "payload", "lookup_key")
+DESIRED_PAGE_ROWS = 50_000  # desired-state tuples go into DuckDB this many at a time
 
 Desired = str | duckdb.DuckDBPyRelation | Iterable[tuple[str, str, str | None, str | None]]
 
@@ -77,17 +79,29 @@ def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
     """
     if isinstance(desired, duckdb.DuckDBPyRelation):
         desired = desired.sql_query()
-    if not isinstance(desired, str):
-        rows = list(desired)
-        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in DESIRED_COLUMNS]
-        con.register(
-            "publish_desired_rows",
-            pa.table({n: pa.array(c, pa.string()) for n, c in zip(DESIRED_COLUMNS, columns, strict=True)}),
-        )
-        desired = "publish_desired_rows"
     names = ", ".join(DESIRED_COLUMNS)
-    query = desired if " " in desired.strip() else f"select {names} from {desired}"
-    con.execute(f"create or replace temp table publish_desired as select {names} from ({query})")
+    if isinstance(desired, str):
+        query = desired if " " in desired.strip() else f"select {names} from {desired}"
+        con.execute(f"create or replace temp table publish_desired as select {names} from ({query})")
+    else:  # tuples: into the table a page at a time, never all of them in Python at once
+        con.execute(
+            "create or replace temp table publish_desired ("
+            + ", ".join(f"{n} varchar" for n in DESIRED_COLUMNS)
+            + ")"
+        )
+        rows = iter(desired)
+        while page := list(itertools.islice(rows, DESIRED_PAGE_ROWS)):
+            columns = list(zip(*page, strict=True))
+            con.register(
+                "publish_desired_rows",
+                pa.table(
+                    {n: pa.array(c, pa.string()) for n, c in zip(DESIRED_COLUMNS, columns, strict=True)}
+                ),
+            )
+            try:
+                con.execute(f"insert into publish_desired select {names} from publish_desired_rows")
+            finally:
+                con.unregister("publish_desired_rows")
     keyless = con.execute(
         "select count(*) from publish_desired where payload is not null and lookup_key is null"
     ).fetchall()[0][0]

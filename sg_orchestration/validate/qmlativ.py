@@ -34,6 +34,9 @@ _FINDINGS_DDL = (
     "location varchar, load_id bigint"
 )
 DATE_ORDER = (("StartDate", "EndDate"), ("IAPBeginDate", "DismissalDate"))
+# New or changed mart rows go to pandera this many at a time: a cold run of a large district judges every
+# row of each mart, and one pandas frame of them all would hold the whole mart in memory.
+VALIDATION_CHUNK_ROWS = 50_000
 RECORD_DATES = {
     "start_date": "StartDate",
     "restraint_date": "RestraintDate",
@@ -112,6 +115,23 @@ def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]
     return []
 
 
+def _judge_new_rows(con, form: Source, codes: dict[str, frozenset[str]]) -> tuple[int, list[tuple]]:
+    """The rows of the temp table `_sg_new` judged `VALIDATION_CHUNK_ROWS` at a time (each check is
+    row-local, so the findings are those of one frame of them all): how many, and their `failures`."""
+    total, end = con.execute("select count(*), coalesce(max(rowid) + 1, 0) from _sg_new").fetchone()
+    found: set[tuple] = set()
+    for start in range(0, end, VALIDATION_CHUNK_ROWS):
+        # By row id (0..n-1 in a new table): each chunk is one bounded query, converted as the frame was.
+        frame = con.execute(
+            "select * from _sg_new where rowid >= $lo and rowid < $hi",
+            {"lo": start, "hi": start + VALIDATION_CHUNK_ROWS},
+        ).df()
+        found.update(failures(form, frame, codes))
+        del frame
+    con.execute("drop table _sg_new")
+    return total, sorted(found, key=lambda r: (r[0], r[1], r[3]))
+
+
 def _rules_digest(codes: dict[str, frozenset[str]]) -> str:
     """This module, the field and code configuration it validates by, and the district's code tables."""
     files = [Path(__file__), *sorted(CONFIG_DIR.glob("qmlativ_*.yaml"))]
@@ -143,10 +163,14 @@ def record_mart_failures(con, district_id: str) -> tuple[Counter, dict[str, int]
         if not last or last[0] != rules:
             con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
         seen = "exists (select 1 from ops.validated_rows v where v.district_id = $d and v.mart = $m and v.row_hash = r._sg_hash)"
-        frame = con.execute(f"select * exclude (_sg_hash) from _sg_rows r where not {seen}", here).df()
-        if len(frame):
-            validated[mart] = len(frame)
-        if rows := failures(form, frame, codes) if len(frame) else []:
+        con.execute(
+            f"create or replace temp table _sg_new as select * exclude (_sg_hash) from _sg_rows r where not {seen}",
+            here,
+        )
+        new_rows, rows = _judge_new_rows(con, form, codes)
+        if new_rows:
+            validated[mart] = new_rows
+        if rows:
             con.executemany(
                 "insert into _sg_invalid values (?, md5(?), ?, ?, ?, ?, 'Qmlativ mart', null)",
                 [(screen, doc, field, value, cause, fix) for doc, field, value, cause, fix in rows],
