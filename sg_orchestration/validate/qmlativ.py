@@ -149,6 +149,7 @@ def record_mart_failures(con, district_id: str) -> tuple[Counter, dict[str, int]
     con.execute(f"create or replace temp table _sg_invalid ({_FINDINGS_DDL})")
     counts: Counter = Counter()
     validated: dict[str, int] = {}
+    unchanged: list[str] = []  # screens whose marts hold exactly the rows judged last time
     for form in FORMS:
         mart, screen = mart_name(form), target(form)
         here = {"d": district_id, "m": mart}  # DuckDB wants exactly the parameters a statement names
@@ -168,6 +169,21 @@ def record_mart_failures(con, district_id: str) -> tuple[Counter, dict[str, int]
             here,
         )
         new_rows, rows = _judge_new_rows(con, form, codes)
+        (current, stored) = con.execute(
+            "select (select count(*) from _sg_rows), "
+            "(select count(*) from ops.validated_rows where district_id = $d and mart = $m)",
+            here,
+        ).fetchone()
+        if not new_rows and current == stored:  # the same rows as last time: their open findings stand
+            unchanged.append(screen)
+            (invalid,) = con.execute(
+                "select count(distinct record_key_hash) from ops.error_log where district_id = ? "
+                "and stage = 'validate' and target = ? and cause <> ? and resolved_at is null",
+                [district_id, screen, MAPPING_HINT],
+            ).fetchone()
+            if invalid:
+                counts[form.table] = invalid
+            continue
         if new_rows:
             validated[mart] = new_rows
         if rows:
@@ -200,8 +216,8 @@ def record_mart_failures(con, district_id: str) -> tuple[Counter, dict[str, int]
         district_id,
         "validate",
         "_sg_invalid",
-        scope="e.target like 'qmlativ/%' and e.cause <> ?",
-        scope_params=(MAPPING_HINT,),
+        scope="e.target like 'qmlativ/%' and e.cause <> ? and not list_contains(?, e.target)",
+        scope_params=(MAPPING_HINT, unchanged),
     )
     return counts, validated
 
