@@ -5,7 +5,9 @@ SHELL := /bin/bash
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
-	@uv sync --frozen --quiet
+	@# compiled once: with PYTHONDONTWRITEBYTECODE set (as on CI) each process would compile dagster, dbt
+	@# and pandas again (~4 s of every `sg-orch run`)
+	@uv sync --frozen --quiet --compile-bytecode
 
 # Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
 browser:

@@ -5,9 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable
 from functools import cache
-
-import pandas as pd
-import pandera.pandas as pa
+from typing import TYPE_CHECKING
 
 from sg_orchestration.catalog import (
     FALSE_VALUES,
@@ -18,29 +16,40 @@ from sg_orchestration.catalog import (
     Source,
 )
 
-_PARSERS = {
-    "date": lambda s: pd.to_datetime(s, format="%Y-%m-%d", errors="coerce"),
-    "datetime": lambda s: pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True),
-    "int": lambda s: pd.to_numeric(s, errors="coerce"),
-    "decimal": lambda s: pd.to_numeric(s, errors="coerce"),
-}
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
+
+
+# pandas and pandera are imported when a load is checked (~1 s a process): a night without new rows never is.
+def _parse(kind: str, s):
+    import pandas as pd
+
+    if kind == "date":
+        return pd.to_datetime(s, format="%Y-%m-%d", errors="coerce")
+    if kind == "datetime":
+        return pd.to_datetime(s, format="ISO8601", errors="coerce", utc=True)
+    return pd.to_numeric(s, errors="coerce")  # int, decimal
 
 
 def _checks(column: Column) -> list[pa.Check]:
+    import pandera.pandas as pa
+
     what = TYPE_DESCRIPTIONS[column.type]
     if column.type == "bool":
         return [pa.Check.isin(TRUE_VALUES + FALSE_VALUES, error=f"is {what}")]
     if column.type in TYPE_PATTERNS:
-        parse = _PARSERS[column.type]
         return [
             pa.Check.str_matches(TYPE_PATTERNS[column.type], error=f"is {what}"),
-            pa.Check(lambda s, parse=parse: parse(s).notna(), error=f"is a real {column.type}"),
+            pa.Check(lambda s, kind=column.type: _parse(kind, s).notna(), error=f"is a real {column.type}"),
         ]
     return []
 
 
 @cache
 def raw_schema(source: Source) -> pa.DataFrameSchema:
+    import pandera.pandas as pa
+
     return pa.DataFrameSchema(
         # Raw columns are VARCHAR by construction; checking each value's Python type would cost 10x the rules.
         {c.name: pa.Column(None, checks=_checks(c), nullable=not c.required) for c in source.columns},
@@ -52,6 +61,8 @@ def raw_schema(source: Source) -> pa.DataFrameSchema:
 def validate(source: Source, frames: Iterable[pd.DataFrame]) -> dict[str, int]:
     """Failure counts by `column: check` over all frames; values are never returned, so the counts can go
     into Dagster metadata. Frames come in chunks so a large load is checked in bounded memory."""
+    import pandera.pandas as pa
+
     counts: Counter = Counter()
     for frame in frames:
         try:

@@ -9,10 +9,9 @@ import hashlib
 from collections import Counter
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import dagster as dg
-import pandas as pd
-import pandera.pandas as pa
 
 from sg_orchestration import error_log
 from sg_orchestration.catalog import Source
@@ -26,6 +25,10 @@ from sg_orchestration.validate.student_mapping import (
     target,
 )
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
 
 KEY = dg.AssetKey(["validate", "qmlativ_writeback"])
 MART_KEYS = [dg.AssetKey(["marts", mart_name(f)]) for f in FORMS]  # the dbt assets of the Qmlativ screens
@@ -54,7 +57,9 @@ def _codes(con, district_id: str) -> dict[str, frozenset[str]]:
 
 
 @cache
-def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> pa.DataFrameSchema:
+def mart_schema(form: Source, codes: tuple[tuple[str, frozenset[str]], ...]) -> "pa.DataFrameSchema":
+    import pandera.pandas as pa  # imported when there are rows to judge: ~1 s a process otherwise
+
     allowed = dict(codes)
     fields = QMLATIV_FIELDS[form.table]
     record_date = RECORD_DATES[form.record_date]
@@ -91,8 +96,11 @@ def _fix(table: str | None) -> str:
     return "Correct the SameGoal document; the record is sent on the next run once it passes."
 
 
-def failures(form: Source, frame: pd.DataFrame, codes: dict[str, frozenset[str]]) -> list[tuple]:
+def failures(form: Source, frame: "pd.DataFrame", codes: dict[str, frozenset[str]]) -> list[tuple]:
     """(document_id, field, value, cause, fix) for every failing field of the form's records."""
+    import pandas as pd
+    import pandera.pandas as pa
+
     schema = mart_schema(form, tuple(sorted(codes.items())))
     try:
         schema.validate(frame, lazy=True)
