@@ -53,31 +53,27 @@ def test_a_step_is_reused_after_a_clean_build_of_the_same_inputs_and_only_tested
 ):
     con.execute("create schema if not exists marts")
     con.execute("create or replace view marts.m as select 1 as x")
+    con.execute("create or replace table marts.t as select 1 as x")
     current = reuse.fingerprint(con, "demo", [DOCUMENTS])
 
-    def plan(relations=("marts.m",), views_only=True, district="demo", fingerprint=current):
-        return reuse.plan(con, district, "dbt_qmlativ", fingerprint, list(relations), views_only)
+    def plan(relations=("marts.m",), models=("marts.m",), district="demo", fingerprint=current):
+        return reuse.plan(con, district, "dbt_qmlativ", fingerprint, list(relations), list(models))
 
     assert plan().action == "build"  # never built
     reuse.record_clean_build(con, "demo", "dbt_qmlativ", current, "run-1")
     assert plan() == reuse.Plan("reuse", "run-1")
     assert plan(district="other-isd").action == "build"
     assert plan(relations=["marts.m", "marts.gone"]).action == "build"
-    assert plan(views_only=False) == reuse.Plan("reuse", "run-1")  # nothing changed: a table is current too
+    table = {"relations": ["marts.m", "marts.t"], "models": ["marts.m", "marts.t"]}
+    assert plan(**table) == reuse.Plan("reuse", "run-1")  # nothing changed: a table is current too
     _load(con, "demo", DOCUMENTS, "loaded", 3)  # new data: the views show it, their tests must run
     changed = reuse.fingerprint(con, "demo", [DOCUMENTS])
     assert plan(fingerprint=changed) == reuse.Plan("test", "run-1")
-    assert plan(fingerprint=changed, views_only=False).action == "build"  # a table must be built again
+    assert plan(fingerprint=changed, **table).action == "build"  # a table must be built again
+    # A table that is a seed (the project's own file, unchanged) still lets the models be just tested.
+    assert plan(fingerprint=changed, relations=["marts.m", "marts.t"]) == reuse.Plan("test", "run-1")
     monkeypatch.setattr(reuse, "project_digest", lambda: "an edited model")
     assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])).action == "build"
     monkeypatch.undo()
     reuse.forget(con, "demo", "dbt_qmlativ")  # a step that starts
     assert plan().action == "build"
-
-
-def test_only_views_in_the_warehouse_let_a_step_run_just_its_tests(con):
-    con.execute("create schema if not exists marts")
-    con.execute("create or replace view marts.v as select 1 as x")
-    con.execute("create or replace table marts.t as select 1 as x")
-    assert reuse.views_only(con, ["marts.v"])
-    assert not reuse.views_only(con, ["marts.v", "marts.t"])  # whatever the manifest loaded at start says

@@ -60,8 +60,17 @@ class Writeback:
         assert response.status_code == 200
 
     def ingest(self, *names: str) -> None:
+        """New SameGoal documents read, then the rules built over them (the nightly's dbt step)."""
         for name in names:
             ingest_source(SOURCES_BY_NAME[name], self.district)
+        _build_marts()
+
+
+def _build_marts() -> None:
+    from dbt.cli.main import dbtRunner
+
+    args = ["run", "--select", "+path:models/marts", "--project-dir", str(DBT_PROJECT_DIR)]
+    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
 
 
 def _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=None) -> Writeback:
@@ -84,10 +93,7 @@ def _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, fault
     with connect() as con:
         record_cutover_dates(con, district)
     prepare()
-    from dbt.cli.main import dbtRunner
-
-    args = ["run", "--select", "+path:models/marts", "--project-dir", str(DBT_PROJECT_DIR)]
-    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
+    _build_marts()
     return wb
 
 

@@ -10,9 +10,9 @@ from __future__ import annotations
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from functools import cache
 from datetime import UTC, datetime, timedelta
 from email.utils import parsedate_to_datetime
+from functools import cache
 
 import httpx
 

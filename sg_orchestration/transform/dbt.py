@@ -135,9 +135,10 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
             if target == "qmlativ":
                 record_cutover_dates(con, district)
             written = district.samegoal.cutover_dates if target == "qmlativ" and district.samegoal else None
-            current = reuse.fingerprint(con, district.id, sources, written)
+            project = reuse.project_digest()
+            current = reuse.fingerprint(con, district.id, sources, written, project)
             models = [r for r in relations if r not in _seeds()]
-            plan = reuse.plan(con, district.id, name, current, relations, reuse.views_only(con, models))
+            plan = reuse.plan(con, district.id, name, current, relations, models, project)
             if context.is_subset:
                 plan = reuse.Plan("build")
             if plan.action != "reuse":
@@ -171,7 +172,7 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
         results = invocation.get_artifact("run_results.json")["results"]
         if not context.is_subset and all(r["status"] in ("success", "pass") for r in results):
             with connect() as con:
-                reuse.record_clean_build(con, district.id, name, current, context.run.run_id)
+                reuse.record_clean_build(con, district.id, name, current, context.run.run_id, project)
 
     return _models
 

@@ -1,13 +1,14 @@
 """How much of a dbt step has to run: nothing, its tests, or a whole build.
 
-Every model is a view, so building one writes only its SQL; what it shows changes only when a load
-changes raw. Each step's clean build (every test passed) is recorded per district with a fingerprint of
-what it read: the dbt project's files and, for each raw source the step reads, the district's last load
-that changed that source (plus what else the step writes, e.g. the cutover dates). Then:
+Each step's clean build (every test passed) is recorded per district with a fingerprint of what it read:
+the dbt project's files and, for each raw source the step reads, the district's last load that changed
+that source (plus what else the step writes, e.g. the cutover dates). Then:
 - `reuse`: the fingerprint is that of the last clean build and every relation still exists: nothing runs,
   no test re-runs on data it already passed on;
-- `test`: only loads changed: the views already show the new data, so only the tests run (`dbt test`);
-- `build`: the project changed, a relation is gone, a model is not a view, or no clean build is known.
+- `test`: only loads changed and every model of the step is a view in the warehouse: a view's SQL is all
+  dbt writes, and it already shows the new data, so only the tests run (`dbt test`);
+- `build`: the project changed, a relation is gone, a model is a table (the SameGoal rules are), or no
+  clean build is known.
 A step that runs forgets its record first, so a build that fails half-way is never reused.
 """
 
@@ -40,9 +41,12 @@ def project_digest() -> str:
     return digest.hexdigest()
 
 
-def fingerprint(con, district_id: str, sources: Iterable[Source], written: object = None) -> str:
-    """The step's inputs: the project's files, per source the district's last load that changed it (a
-    snapshot's every applied load; a document source's loads that added rows), and `written`."""
+def fingerprint(
+    con, district_id: str, sources: Iterable[Source], written: object = None, project: str | None = None
+) -> str:
+    """The step's inputs: the project's files (`project`, its digest when the caller has it), per source
+    the district's last load that changed it (a snapshot's every applied load; a document source's loads
+    that added rows), and `written`."""
     sources = sorted(sources, key=lambda s: s.name)
     names = [s.name for s in sources]
     snapshots = [s.name for s in sources if s.mode == "snapshot"]
@@ -52,30 +56,8 @@ def fingerprint(con, district_id: str, sources: Iterable[Source], written: objec
         "group by source order by source",
         [district_id, names, snapshots],
     ).fetchall()
-    payload = json.dumps([project_digest(), names, loads, written], default=str, sort_keys=True)
+    payload = json.dumps([project or project_digest(), names, loads, written], default=str, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()
-
-
-def relations_exist(con, relations: Iterable[str]) -> bool:
-    """Every `schema.name` still there (somebody may have dropped a view by hand)."""
-    wanted = sorted(set(relations))
-    found = con.execute(
-        "select count(*) from information_schema.tables "
-        "where list_contains(?, table_schema || '.' || table_name)",
-        [wanted],
-    ).fetchone()[0]
-    return found == len(wanted)
-
-
-def views_only(con, models: Iterable[str]) -> bool:
-    """Whether the warehouse holds each of these models as a view (what dbt built last, whatever the
-    manifest loaded at start says): only then do new loads show without a build."""
-    (other,) = con.execute(
-        "select count(*) from information_schema.tables "
-        "where list_contains(?, table_schema || '.' || table_name) and table_type <> 'VIEW'",
-        [sorted(set(models))],
-    ).fetchone()
-    return other == 0
 
 
 @dataclass(frozen=True)
@@ -84,27 +66,50 @@ class Plan:
     built_by: str | None = None  # the run of the last clean build, for `reuse` and `test`
 
 
-def plan(con, district_id: str, step: str, current: str, relations: Iterable[str], views_only: bool) -> Plan:
-    """`views_only`: every model of the step is a view in the warehouse (else new data needs a build)."""
+def plan(
+    con,
+    district_id: str,
+    step: str,
+    current: str,
+    relations: Iterable[str],
+    models: Iterable[str] = (),
+    project: str | None = None,
+) -> Plan:
+    """`relations`: every `schema.name` the step builds; `models`: those of them that are models (not
+    seeds). What the warehouse holds decides, not the manifest loaded at start: a relation dropped by hand
+    is built again, and only models that are all views there can be just tested."""
     row = con.execute(
         "select fingerprint, project_digest, run_id from ops.dbt_builds where district_id = ? and step = ?",
         [district_id, step],
     ).fetchone()
-    if not row or not relations_exist(con, relations):
+    if not row:
         return Plan("build")
-    fingerprint, project, run_id = row
+    wanted = sorted(set(relations))
+    found, not_views = con.execute(
+        "select count(*), count(*) filter (where table_type <> 'VIEW' and list_contains(?, qualified)) "
+        "from (select table_schema || '.' || table_name as qualified, table_type from information_schema.tables) "
+        "where list_contains(?, qualified)",
+        [sorted(set(models)), wanted],
+    ).fetchone()
+    if found != len(wanted):
+        return Plan("build")
+    fingerprint, built_project, run_id = row
     if fingerprint == current:
         return Plan("reuse", run_id)
-    return Plan("test", run_id) if views_only and project == project_digest() else Plan("build")
+    if not_views == 0 and built_project == (project or project_digest()):
+        return Plan("test", run_id)
+    return Plan("build")
 
 
 def forget(con, district_id: str, step: str) -> None:
     con.execute("delete from ops.dbt_builds where district_id = ? and step = ?", [district_id, step])
 
 
-def record_clean_build(con, district_id: str, step: str, current: str, run_id: str) -> None:
+def record_clean_build(
+    con, district_id: str, step: str, current: str, run_id: str, project: str | None = None
+) -> None:
     forget(con, district_id, step)
     con.execute(
         "insert into ops.dbt_builds values (?, ?, ?, ?, ?, now())",
-        [district_id, step, current, project_digest(), run_id],
+        [district_id, step, current, project or project_digest(), run_id],
     )
