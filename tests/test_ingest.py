@@ -342,3 +342,20 @@ def test_a_load_lets_go_of_its_copies_of_the_read_and_of_api_records(warehouse):
     assert result.rows_added == 2 and rows == [("1", 1), ("2", 2)]
     assert not temp & set(_TEMP_TABLES)
     assert len(pages) == 3  # the caller's list is the caller's
+
+
+def test_a_snapshot_read_from_an_api_is_known_unchanged_by_its_records_digest():
+    from sg_orchestration.ingest.readers import records_to_batches
+
+    source = SOURCES_BY_NAME["qmlativ__students"]
+    pages = [[{"StudentID": 1, "StudentNumber": "L1"}], [{"StudentID": 2, "StudentNumber": "L2"}]]
+
+    def digest(pages):
+        return records_to_batches(source, "api", [[dict(r) for r in p] for p in pages]).digest
+
+    assert digest(pages) == digest(pages)  # the same students, the same digest: nothing is staged
+    assert digest([[{"StudentNumber": "L1", "StudentID": 1}], pages[1]]) == digest(pages)  # key order
+    changed = [[{"StudentID": 1, "StudentNumber": "L9"}], pages[1]]
+    assert digest(changed) != digest(pages)
+    assert digest([pages[0]]) != digest(pages)  # a student gone
+    assert records_to_batches(SOURCES_BY_NAME["samegoal__dyslexia"], "api", [[]]).digest is None
