@@ -6,6 +6,7 @@ import dagster as dg
 
 from sg_orchestration.automation.resync import resync_job, resync_scheduled
 from sg_orchestration.automation.samegoal_sensor import build_samegoal_sensor
+from sg_orchestration.automation.selection import nightly_selection
 from sg_orchestration.config import District, current_districts
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in the district's own timezone: data is there the next morning (seed 000)
@@ -19,22 +20,6 @@ nightly_job = dg.define_asset_job(
 
 def _identifier(district_id: str) -> str:
     return re.sub(r"[^0-9a-zA-Z_]", "_", district_id)
-
-
-def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | None:
-    """The nightly job's assets that the district needs: all but the dbt steps of targets it does not have
-    (their assets and checks are not even planned); None when it needs all."""
-    from sg_orchestration.transform.dbt import build_dbt_assets, needed
-
-    skip = {
-        key
-        for a in build_dbt_assets()
-        if not needed(a.op.name.removeprefix("dbt_"), district)
-        for key in a.keys
-    }
-    if not skip:
-        return None
-    return sorted(set(asset_graph.materializable_asset_keys) - skip, key=lambda k: k.to_user_string())
 
 
 def nightly_schedule(district: District) -> dg.ScheduleDefinition:

@@ -5,6 +5,7 @@ import json
 
 import dagster as dg
 
+from sg_orchestration.automation.selection import nightly_selection
 from sg_orchestration.catalog import SAMEGOAL_FORMS, SAMEGOAL_SOURCES
 from sg_orchestration.config import District, current_districts, secret
 from sg_orchestration.ingest.apis import SameGoalClient, SourceApiError
@@ -57,6 +58,7 @@ def build_samegoal_sensor(job) -> dg.SensorDefinition:
                         partition_key=district.id,
                         run_key=f"samegoal:{district.id}:{now}",
                         tags={"sg/trigger": "samegoal_new_documents"},
+                        asset_selection=nightly_selection(context.repository_def.asset_graph, district),
                     )
                 )
         return dg.SensorResult(run_requests=requests, cursor=json.dumps(cursor, sort_keys=True))
