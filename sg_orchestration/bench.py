@@ -967,7 +967,8 @@ def _stage_change(work: Path, students: int, seed: int) -> dict:
 
     The documents are the first of all integrated ones by a hash of (seed, form, document id); each gets
     its latest raw version with one published field set to another value the form already uses, and a
-    completed_at of now (later than its own, and after the last read). Rows: the documents changed."""
+    completed_at of now (later than its own, and after the last read); then the rules are built again.
+    Rows: the documents changed."""
     import httpx
 
     from sg_orchestration.catalog import SOURCES
@@ -1037,9 +1038,12 @@ def _stage_change(work: Path, students: int, seed: int) -> dict:
                 reply.raise_for_status()
     posted_s = time.perf_counter() - started
     ingested = _ingest(lambda source: source.system == "samegoal")
+    # The SameGoal rules are tables: built again over the new versions, as the nightly's dbt step does.
+    dbt_s = _dbt(work, ["--select", "+path:models/marts", "--exclude", "path:models/staging"])
     return {
         "wall_s": time.perf_counter() - started,
         "post_s": posted_s,
+        "dbt_s": dbt_s,
         "rows": sum(len(batch) for batch in records.values()),
         "integrated": total,
         "by_form": {form: len(batch) for form, batch in records.items()},
