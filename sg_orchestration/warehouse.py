@@ -116,10 +116,42 @@ def raw_table(source: Source) -> str:
     return f"raw.{quote(source.name)}"
 
 
+# A snapshot source's raw rows are stored once, by the load that first had them; a later load that no
+# longer has a row sets its `_retired_load`. The current snapshot is the rows not retired.
+RETIRED = "_retired_load"
+
+
 def raw_table_ddl(source: Source) -> str:
     columns = [f"{quote(c)} varchar" for c in source.column_names]
     columns += [f"{name} {ctype}" for name, ctype in LOAD_COLUMNS]
+    if source.mode == "snapshot":
+        columns.append(f"{RETIRED} bigint")
     return f"create table if not exists {raw_table(source)} ({', '.join(columns)})"
+
+
+def _upgrade_snapshots(con: duckdb.DuckDBPyConnection) -> None:
+    """A warehouse of 2026-12-02 or before appended each changed snapshot whole and read the latest load:
+    its snapshot tables get `_retired_load`, set on the rows of every load but the latest applied one."""
+    have = {
+        name
+        for (name,) in con.execute(
+            "select table_name from information_schema.columns where table_schema = 'raw' and column_name = ?",
+            [RETIRED],
+        ).fetchall()
+    }
+    for source in SOURCES:
+        if source.mode != "snapshot" or source.name in have:
+            continue
+        table = raw_table(source)
+        con.execute(f"alter table {table} add column {RETIRED} bigint")
+        con.execute(
+            f"""
+            update {table} r set {RETIRED} = l.latest
+            from (select district_id, max(load_id) as latest from ops.loads
+                  where source = {literal(source.name)} and status = 'loaded' group by district_id) l
+            where r._district_id = l.district_id and r._load_id <> l.latest
+            """
+        )
 
 
 _initialised: set[str] = set()  # warehouse files whose tables this process has created
@@ -152,6 +184,7 @@ def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     try:
         if not read_only and str(path) not in _initialised:
             con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))
+            _upgrade_snapshots(con)
             _initialised.add(str(path))
         yield con
     finally:

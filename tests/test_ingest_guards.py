@@ -246,7 +246,8 @@ def test_an_unterminated_quote_refuses_the_file_and_keeps_the_last_good_load(tmp
 
     _write_contacts(tmp_path, rows[:-1])  # fixed (and one contact fewer): applied, the error resolves
     fixed, _ = ingest_source(CONTACTS, district)
-    assert (fixed.status, fixed.rows_added) == ("loaded", 1154)
+    # The same contacts but one: nothing is added, the one gone is retired.
+    assert (fixed.status, fixed.rows_added, fixed.rows_retired) == ("loaded", 0, 1)
     assert _open_errors(CONTACTS.name) == []
 
 
@@ -332,9 +333,71 @@ def test_a_sharply_shrunk_snapshot_is_held_until_accepted_with_the_run_tag(tmp_p
     accepted, _ = ingest_source(
         ENROLLMENTS, district, accept_shrink="powerschool__schools, campus__enrollments"
     )
-    assert (accepted.status, accepted.rows_added) == ("loaded", 60)
+    assert (accepted.status, accepted.rows_added, accepted.rows_retired) == ("loaded", 0, 40)
     assert _open_errors(ENROLLMENTS.name) == []
     assert [s for s, *_ in _loads(ENROLLMENTS.name)] == ["loaded", "held", "held", "loaded"]
+
+
+def test_a_changed_snapshot_stores_only_the_rows_that_changed_and_retires_those_gone(tmp_path, warehouse):
+    """A snapshot is the whole current state, but a night that changes one row of it stores one row: the
+    rows the current state lacks are added, those the read no longer has are retired, staging shows
+    exactly the new file."""
+    district = _district(tmp_path)
+    _enrollments(tmp_path, range(10))
+    first, _ = ingest_source(ENROLLMENTS, district)
+    assert (first.rows_added, first.rows_retired) == (10, 0)
+    lines = (tmp_path / "enrollments.csv").read_text().splitlines()
+    lines[3] = lines[3].replace(",N", ",Y")  # E2 becomes a no-show
+    del lines[5]  # E4 withdrawn
+    lines.append("E10,P10,C1,2025-08-20,,N")  # a new enrollment
+    lines.append("E11,P11,C1,not-a-date,,N")  # and a malformed one, kept with its reason
+    (tmp_path / "enrollments.csv").write_text("\n".join(lines) + "\n")
+    second, _ = ingest_source(ENROLLMENTS, district)
+    assert (second.status, second.rows_read, second.rows_added) == ("loaded", 11, 3)
+    assert (second.rows_retired, second.rows_with_errors) == (2, 1)
+    current = _query(
+        "select enrollment_id, no_show, _error is null from raw.campus__enrollments "
+        "where _district_id = 'drop' and _retired_load is null order by _source_row, enrollment_id"
+    )
+    assert {r[0] for r in current} == {f"E{i}" for i in range(12) if i != 4}
+    assert dict((r[0], r[1]) for r in current)["E2"] == "Y"
+    assert [r[0] for r in current if not r[2]] == ["E11"]
+    assert _query("select count(*) from raw.campus__enrollments") == [(13,)]  # 10 + 3, not 10 + 11
+    retired = _query(
+        "select enrollment_id, no_show from raw.campus__enrollments where _retired_load = ?", [second.load_id]
+    )
+    assert sorted(retired) == [("E2", "N"), ("E4", "N")]
+    # An accepted empty snapshot: nothing is current any more.
+    _enrollments(tmp_path, [])
+    empty, _ = ingest_source(ENROLLMENTS, district, accept_shrink="campus__enrollments")
+    assert (empty.status, empty.rows_added, empty.rows_retired) == ("loaded", 0, 11)
+    assert _query("select count(*) from raw.campus__enrollments where _retired_load is null") == [(0,)]
+
+
+def test_a_warehouse_that_kept_whole_snapshots_is_upgraded_to_the_current_rows(tmp_path, warehouse):
+    """Before 2026-12-02 a changed snapshot was appended whole and staging read the latest load: opening
+    such a warehouse retires every row of every load but the latest applied one, per district."""
+    from sg_orchestration import warehouse as wh
+
+    district = _district(tmp_path)
+    _enrollments(tmp_path, range(3))
+    first, _ = ingest_source(ENROLLMENTS, district)
+    _enrollments(tmp_path, range(2))
+    with connect() as con:  # the old layout: no column, the second load appended whole
+        con.execute("alter table raw.campus__enrollments drop column _retired_load")
+        con.execute(
+            "insert into raw.campus__enrollments by name select * exclude (_load_id), 999 as _load_id "
+            "from raw.campus__enrollments where enrollment_id in ('E0', 'E1')"
+        )
+        con.execute(
+            "insert into ops.loads values (999, 'drop', 'campus__enrollments', 'x', 'd', now(), now(), 2, 2, 0, 'loaded')"
+        )
+    wh._initialised.clear()  # a new process opening the warehouse
+    assert _query(
+        "select _load_id, count(*) from raw.campus__enrollments where _retired_load is null group by 1"
+    ) == [(999, 2)]
+    assert _query("select count(*) from raw.campus__enrollments where _retired_load = 999") == [(3,)]
+    assert first.load_id != 999
 
 
 def test_a_shrink_within_the_threshold_or_of_a_small_source_is_applied(tmp_path, warehouse):

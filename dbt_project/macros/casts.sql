@@ -10,11 +10,9 @@
 {%- endif -%}
 {%- endmacro %}
 
-{#- A snapshot source's current state is its latest completed load for each district. -#}
-{% macro latest_snapshot(source_name) %}_load_id = (
-    select max(l.load_id) from {{ source('ops', 'loads') }} l
-    where l.source = '{{ source_name }}' and l.district_id = _district_id and l.status = 'loaded')
-{%- endmacro %}
+{#- A snapshot source's current state for each district: the rows its latest applied load has. Ingest
+    stores a row once, by the load that first had it, and marks it retired by the first load without it. -#}
+{% macro latest_snapshot(source_name) %}_retired_load is null{%- endmacro %}
 
 {#- Models go to <schema> exactly (staging, intermediate, marts), not <target>_<schema>. -#}
 {% macro generate_schema_name(custom_schema_name, node) -%}

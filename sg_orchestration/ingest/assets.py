@@ -81,7 +81,7 @@ def build_ingest_asset(source: Source) -> dg.AssetsDefinition:
             )
         context.log.info(
             f"{source.name}: {result.status}, {result.rows_read} read, {result.rows_added} added, "
-            f"{result.rows_with_errors} with errors"
+            f"{result.rows_retired} retired, {result.rows_with_errors} with errors"
         )
         if result.status == "held":
             context.log.warning(f"{source.name}: {result.cause}")

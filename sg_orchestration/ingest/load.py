@@ -3,7 +3,9 @@ with their reason, report them in `ops.error_log`, and add nothing when the same
 
 Two load modes (catalog `Source.mode`):
 - `snapshot`: the file or API read is the whole current state. Unchanged content (same digest as the last
-  load) adds nothing; changed content is appended whole under a new load id, and staging reads the latest.
+  load) adds nothing. Of changed content only the rows the current state does not have are added, under
+  the new load id, and the current rows the read no longer has are retired (`_retired_load`): a night
+  that changes 1% of a file stores 1% of it. Staging reads the rows not retired.
 - `documents`: every row is a document version; only rows never seen before (by row hash) are appended.
 
 Failures stay contained: a bad field or row is kept with its reason (`_error`) and logged; two rows with
@@ -33,7 +35,7 @@ from sg_orchestration.catalog import (
 )
 from sg_orchestration.config import IngestGuards
 from sg_orchestration.ingest.readers import FIELDS, REJECT, ROW, Batches, SourceFileError, stage_csv
-from sg_orchestration.warehouse import LOAD_COLUMNS, literal, quote, raw_table, raw_table_ddl
+from sg_orchestration.warehouse import LOAD_COLUMNS, RETIRED, literal, quote, raw_table, raw_table_ddl
 
 STAGE = "_sg_stage"
 SEP = "chr(31)"
@@ -52,6 +54,7 @@ class LoadResult:
     rows_read: int = 0
     rows_added: int = 0
     rows_with_errors: int = 0
+    rows_retired: int = 0  # a snapshot's rows the read no longer has
     errors_by_field: Counter = field(default_factory=Counter)  # "field: cause" -> rows, never values
     cause: str | None = None  # why a load is held: file, counts and threshold, never values
 
@@ -63,6 +66,7 @@ class LoadResult:
             "rows_read": self.rows_read,
             "rows_added": self.rows_added,
             "rows_with_errors": self.rows_with_errors,
+            "rows_retired": self.rows_retired,
         }
         if self.cause:
             metadata["cause"] = self.cause
@@ -205,8 +209,9 @@ def _load(
             "values (?, ?, ?, ?, now(), 'running')",
             [load_id, district_id, source.name, batches.origin],
         )
-        if rows_read == 0:
-            return _finish(con, source, district_id, load_id, batches, 0, 0, Counter())
+        if rows_read == 0:  # an empty snapshot, accepted: nothing is current any more
+            retired = _retire(con, source, district_id, load_id, "true") if source.mode == "snapshot" else 0
+            return _finish(con, source, district_id, load_id, batches, 0, 0, Counter(), retired)
         columns = list(source.column_names)
         key_columns = list(source.key) or columns
         extras = batches.extra_columns
@@ -235,14 +240,14 @@ def _load(
             "nullif(concat_ws('; ', array_to_string(list_transform(c._problems, "
             "lambda p: coalesce(p.field || ': ', '') || p.cause), '; '), c._conflict), '')"
         )
-        new_rows = "true"
-        if source.mode == "documents":
-            # A version never seen, or seen only with another verdict: a row kept as an error before
-            # (two versions in one load) is added again once it arrives clean.
-            new_rows = (
-                f"not exists (select 1 from {table} r where r._district_id = {literal(district_id)} "
-                f"and r._row_hash = c._row_hash and r._error is not distinct from {error})"
-            )
+        # Documents: a version never seen, or seen only with another verdict (a row kept as an error
+        # before, two versions in one load, is added again once it arrives clean). Snapshot: a row the
+        # current state does not have with this verdict.
+        current = f" and r.{RETIRED} is null" if source.mode == "snapshot" else ""
+        new_rows = (
+            f"not exists (select 1 from {table} r where r._district_id = {literal(district_id)}{current} "
+            f"and r._row_hash = c._row_hash and r._error is not distinct from {error})"
+        )
         target_cols = ", ".join([quote(c) for c in columns] + [name for name, _ in LOAD_COLUMNS])
         con.execute(
             f"""
@@ -256,8 +261,15 @@ def _load(
             [district_id, load_id, batches.origin],
         )
         added = con.execute(f"select count(*) from {table} where _load_id = ?", [load_id]).fetchone()[0]
+        retired = 0
+        if source.mode == "snapshot":
+            gone = (
+                f"not exists (select 1 from _sg_checked c where c._row_hash = r._row_hash "
+                f"and r._error is not distinct from {error})"
+            )
+            retired = _retire(con, source, district_id, load_id, gone)
         errors = _log_errors(con, source, district_id, load_id, batches.origin)
-        return _finish(con, source, district_id, load_id, batches, rows_read, added, errors)
+        return _finish(con, source, district_id, load_id, batches, rows_read, added, errors, retired)
     except BaseException:
         con.execute("rollback")
         raise
@@ -464,14 +476,33 @@ def _log_errors(con, source: Source, district_id: str, load_id: int, origin: str
     return counts
 
 
-def _finish(con, source, district_id, load_id, batches, rows_read, added, errors: Counter) -> LoadResult:
-    bad_rows = (
-        con.execute(
+def _retire(con, source: Source, district_id: str, load_id: int, gone: str) -> int:
+    """Marks the district's current snapshot rows (alias `r`) for which `gone` holds as retired by this
+    load; how many."""
+    return con.execute(
+        f"update {raw_table(source)} r set {RETIRED} = ? where r._district_id = ? and r.{RETIRED} is null "
+        f"and r._load_id <> ? and {gone}",
+        [load_id, district_id, load_id],
+    ).fetchone()[0]
+
+
+def _finish(
+    con, source, district_id, load_id, batches, rows_read, added, errors: Counter, retired: int = 0
+) -> LoadResult:
+    # The rows with errors of what is current after this load: of a snapshot, all its rows; of documents,
+    # the versions this load added.
+    if source.mode == "snapshot":
+        bad_rows = con.execute(
+            f"select count(*) from {raw_table(source)} where _district_id = ? and {RETIRED} is null "
+            "and _error is not null",
+            [district_id],
+        ).fetchone()[0]
+    elif added:
+        bad_rows = con.execute(
             f"select count(*) from {raw_table(source)} where _load_id = ? and _error is not null", [load_id]
         ).fetchone()[0]
-        if added
-        else 0
-    )
+    else:
+        bad_rows = 0
     con.execute(
         "update ops.loads set content_digest = ?, finished_at = now(), rows_read = ?, rows_added = ?, "
         "rows_with_errors = ?, status = 'loaded' where load_id = ?",
@@ -479,4 +510,4 @@ def _finish(con, source, district_id, load_id, batches, rows_read, added, errors
     )
     _sync_load_finding(con, source, district_id, load_id, None)
     con.execute("commit")
-    return LoadResult(source.name, load_id, "loaded", rows_read, added, bad_rows, errors)
+    return LoadResult(source.name, load_id, "loaded", rows_read, added, bad_rows, retired, errors)
