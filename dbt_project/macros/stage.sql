@@ -1,6 +1,7 @@
 {#- A staging model: the raw source renamed and cast, nothing else. Column names and types come from the
     source's column `meta` in models/staging/_sources.yml, which is generated from the catalog.
-    Rows ingest found malformed stay in raw and ops.error_log; a snapshot source shows its latest load. -#}
+    Rows ingest found malformed stay in raw and ops.error_log; a snapshot source shows its current rows
+    (`load_id`, `loaded_at`: of the load that first had the row). -#}
 {% macro stage(source_name) %}
 {%- set relation = source('raw', source_name) -%}
 {%- if execute -%}
