@@ -96,6 +96,16 @@ def _failure_cause(event) -> str:
     return line[:CAUSE_CHARS]
 
 
+def _failed_assets(event) -> dict[str, str] | None:
+    """A failed step of several assets that names which failed (an ingest step: its sources), asset ->
+    cause; else None."""
+    from sg_orchestration.ingest.assets import FAILED_SOURCES
+
+    data = getattr(event.event_specific_data, "user_failure_data", None)
+    entry = (data.metadata or {}).get(FAILED_SOURCES) if data else None
+    return {k: str(v)[:CAUSE_CHARS] for k, v in entry.data.items()} if entry is not None else None
+
+
 def collect(
     result: dg.ExecuteInProcessResult,
     district_id: str,
@@ -104,6 +114,7 @@ def collect(
 ) -> Summary:
     assets: dict[str, AssetLine] = {}
     step_failures: dict[str, str] = {}
+    asset_failures: dict[str, dict[str, str]] = {}  # step -> the assets of it that failed, and why
     started: set[str] = set()
     for event in result.all_events:
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
@@ -123,6 +134,8 @@ def collect(
                 line.checks_failed += 1
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
             step_failures[event.step_key] = _failure_cause(event)
+            if (named := _failed_assets(event)) is not None:
+                asset_failures[event.step_key] = named
         elif event.event_type == dg.DagsterEventType.STEP_START:
             started.add(event.step_key)
 
@@ -132,12 +145,18 @@ def collect(
     }
     job_steps = {node.name for node in result.job_def.nodes}
     skipped = sorted(job_steps & set(keys_of_step) - started)  # their inputs failed: never started
-    failed_keys = {key: cause for step, cause in step_failures.items() for key in keys_of_step.get(step, ())}
-    # A step of one asset is named by its asset; a multi-asset step (dbt) once, by its step.
-    failures = {
-        (next(iter(keys_of_step[step])).to_user_string() if len(keys_of_step.get(step, ())) == 1 else step): c
-        for step, c in step_failures.items()
-    }
+    # A step of one asset is named by its asset; an ingest step by the sources that failed; another
+    # multi-asset step (dbt) once, by its step, and all its assets failed.
+    failures: dict[str, str] = {}
+    failed_keys: dict[dg.AssetKey, str] = {}
+    for step, cause in step_failures.items():
+        keys = keys_of_step.get(step, ())
+        if step in asset_failures:
+            failures.update(asset_failures[step])
+            failed_keys.update({dg.AssetKey.from_user_string(k): c for k, c in asset_failures[step].items()})
+            continue
+        failures[next(iter(keys)).to_user_string() if len(keys) == 1 else step] = cause
+        failed_keys.update(dict.fromkeys(keys, cause))
 
     targets = {}
     for key in sorted(graph.materializable_asset_keys, key=lambda k: k.to_user_string()):

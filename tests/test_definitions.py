@@ -36,8 +36,12 @@ def test_every_asset_is_partitioned_by_district_and_every_warehouse_writer_is_in
         assert node.partitions_def is not None, key
         assert set(node.partitions_def.get_partition_keys()) == {d.id for d in districts.districts}
     writers = [a for a in defs.assets if isinstance(a, dg.AssetsDefinition)]
-    # every ingest asset, one dbt step per target, the Qmlativ validation and the writeback
-    assert len(writers) >= len(SOURCES) + len(TARGET_MODELS) + 2
+    # one ingest step per source system, one dbt step per target, the Qmlativ validation and the writeback
+    systems = {s.system for s in SOURCES}
+    assert len(writers) >= len(systems) + len(TARGET_MODELS) + 2
+    ingest = [a for a in writers if a.op.name.startswith("raw__")]
+    assert sorted(a.op.name for a in ingest) == sorted(f"raw__{s}" for s in systems)
+    assert sum(len(a.keys) for a in ingest) == len(SOURCES) and all(a.can_subset for a in ingest)
     for assets_def in writers:
         assert assets_def.op.pool == WAREHOUSE_POOL, assets_def.op.name
 

@@ -184,8 +184,46 @@ def _materialize(source, district: District, monkeypatch, tags=None) -> dg.Execu
             return district
 
     monkeypatch.setattr(assets, "current_districts", Districts)
-    asset = next(a for a in assets.INGEST_ASSETS if a.key == assets.ingest_key(source))
-    return dg.materialize([asset], partition_key=district.id, tags=tags or {}, raise_on_error=False)
+    key = assets.ingest_key(source)
+    asset = next(a for a in assets.INGEST_ASSETS if key in a.keys)  # the step of the source's system
+    return dg.materialize(
+        [asset], selection=[key], partition_key=district.id, tags=tags or {}, raise_on_error=False
+    )
+
+
+def test_a_broken_file_fails_its_systems_step_only_after_the_systems_other_sources_are_loaded(
+    tmp_path, warehouse, monkeypatch, district_inputs
+):
+    """One step ingests a source system; a file of it that cannot be used is not materialized and fails
+    the step, naming the source, while every other source of the system is loaded and materialized."""
+    import shutil
+
+    from sg_orchestration.catalog import SOURCES
+    from sg_orchestration.ingest import assets
+    from sg_orchestration.summary import _failed_assets
+
+    folder = tmp_path / "powerschool"
+    shutil.copytree(district_inputs / "powerschool", folder)
+    _missing_column(folder)  # schools.csv without `District Number`
+    district = District(
+        id="filedrop", name="Drop", state="TX", timezone="America/Chicago", inputs={"powerschool_dir": folder}
+    )
+    monkeypatch.setattr(
+        assets, "current_districts", lambda: type("D", (), {"get": lambda self, _: district})()
+    )
+    step = next(a for a in assets.INGEST_ASSETS if assets.ingest_key(SCHOOLS) in a.keys)
+    result = dg.materialize([step], partition_key="filedrop", raise_on_error=False)
+    assert not result.success
+    powerschool = {f"raw/{s.name}" for s in SOURCES if s.system == "powerschool"}
+    materialized = {e.asset_key.to_user_string() for e in result.get_asset_materialization_events()}
+    assert materialized == powerschool - {"raw/powerschool__schools"}
+    [failure] = [e for e in result.all_events if e.event_type == dg.DagsterEventType.STEP_FAILURE]
+    assert list(_failed_assets(failure)) == ["raw/powerschool__schools"]
+    assert "missing column(s) ['District Number']" in _failed_assets(failure)["raw/powerschool__schools"]
+    loaded = _query("select source, status from ops.loads where district_id = 'filedrop' order by source")
+    assert dict(loaded) == {s.removeprefix("raw/"): "loaded" for s in materialized} | {
+        "powerschool__schools": "failed"
+    }
 
 
 def test_a_whole_file_problem_fails_the_asset_with_a_one_line_cause(tmp_path, warehouse, monkeypatch):

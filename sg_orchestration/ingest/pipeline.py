@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import nullcontext
 from pathlib import Path
 
 import httpx
@@ -51,12 +52,11 @@ def _read_qmlativ_api(source: Source, district: District) -> Batches:
     return records_to_batches(source, origin, pages)
 
 
-def _cursor(source: Source, district_id: str) -> str | None:
-    with connect() as con:
-        row = con.execute(
-            "select cursor_value from ops.cursors where district_id = ? and source = ?",
-            [district_id, source.name],
-        ).fetchone()
+def _cursor(con, source: Source, district_id: str) -> str | None:
+    row = con.execute(
+        "select cursor_value from ops.cursors where district_id = ? and source = ?",
+        [district_id, source.name],
+    ).fetchone()
     return row[0] if row else None
 
 
@@ -81,54 +81,57 @@ def _input_folder(source: Source, district: District) -> Path:
 
 
 def ingest_source(
-    source: Source, district: District, accept_shrink: str | None = None
+    source: Source, district: District, accept_shrink: str | None = None, con=None
 ) -> tuple[LoadResult | None, dict[str, int]]:
     """Read one source for one district into raw; return the load and the pandera failure counts.
 
     A file that cannot be used raises `SourceFileError` after it is recorded (a `failed` load and one
     `ops.error_log` row); a held snapshot returns a result with status `held`. `accept_shrink` is the run
-    tag `sg/accept_shrink`: the sources whose held snapshot is applied anyway."""
+    tag `sg/accept_shrink`: the sources whose held snapshot is applied anyway. `con`: a warehouse
+    connection to use (a step ingesting several sources opens one), else one of its own."""
     how = transport(source, district)
     if how is None:
         return None, {}
+    with nullcontext(con) if con is not None else connect() as con:
+        return _ingest(con, source, district, how, accept_shrink)
+
+
+def _ingest(con, source: Source, district: District, how: str, accept_shrink: str | None):
     next_cursor = None
     try:
         if how == "files":
             batches = read_csv(source, _input_folder(source, district) / source.file)
         elif source.system == "samegoal":
-            batches, next_cursor = _read_samegoal_api(source, district, _cursor(source, district.id))
+            batches, next_cursor = _read_samegoal_api(source, district, _cursor(con, source, district.id))
         else:
             batches = _read_qmlativ_api(source, district)
-        with connect() as con:
-            result = load(
-                con,
-                source,
-                district.id,
-                batches,
-                guards=district.ingest,
-                accept_shrink=shrink_accepted(accept_shrink, source),
+        result = load(
+            con,
+            source,
+            district.id,
+            batches,
+            guards=district.ingest,
+            accept_shrink=shrink_accepted(accept_shrink, source),
+        )
+        if next_cursor:
+            con.execute(
+                "insert or replace into ops.cursors values (?, ?, ?, now())",
+                [district.id, source.name, next_cursor],
             )
-            if next_cursor:
-                con.execute(
-                    "insert or replace into ops.cursors values (?, ?, ?, now())",
-                    [district.id, source.name, next_cursor],
-                )
-            failures: dict[str, int] = {}
-            if result.rows_added:
-                columns = ", ".join(f'"{c}"' for c in source.column_names)
-                reader = con.sql(
-                    f"select {columns} from {raw_table(source)} where _load_id = $load_id",
-                    params={"load_id": result.load_id},
-                ).to_arrow_reader(VALIDATION_CHUNK_ROWS)
-                failures = validate(source, (batch.to_pandas() for batch in reader))
+        failures: dict[str, int] = {}
+        if result.rows_added:
+            columns = ", ".join(f'"{c}"' for c in source.column_names)
+            reader = con.sql(
+                f"select {columns} from {raw_table(source)} where _load_id = $load_id",
+                params={"load_id": result.load_id},
+            ).to_arrow_reader(VALIDATION_CHUNK_ROWS)
+            failures = validate(source, (batch.to_pandas() for batch in reader))
     except SourceFileError as exc:
-        with connect() as con:
-            record_failure(con, source, district.id, exc)
+        record_failure(con, source, district.id, exc)
         raise
     except (SourceApiError, httpx.HTTPError, ConfigError) as exc:  # the API is down or refuses us
         problem = _api_problem(source, district, exc)
-        with connect() as con:
-            record_failure(con, source, district.id, problem)
+        record_failure(con, source, district.id, problem)
         raise problem from exc
     return result, failures
 
