@@ -6,6 +6,8 @@ A file that cannot be used fails the step, after its system's other sources are 
 status `held` and a failing WARN check, so downstream runs on the last good load.
 """
 
+from contextlib import ExitStack
+
 import dagster as dg
 
 from sg_orchestration.catalog import SOURCES, Source
@@ -76,19 +78,27 @@ def build_ingest_assets(system: str) -> dg.AssetsDefinition:
         district = current_districts().get(context.partition_key)
         accept_shrink = context.run.tags.get(ACCEPT_SHRINK_TAG)
         failed: dict[str, SourceFileError] = {}
-        with connect() as con:
+        with ExitStack() as held:
+            con = None
             for source in sources:
                 if ingest_key(source) not in context.selected_asset_keys:
                     continue
+                con = con or held.enter_context(connect())
                 try:
-                    yield _ingest_one(context, source, district, accept_shrink, con)
+                    materialized, added = _ingest_one(context, source, district, accept_shrink, con)
                 except SourceFileError as exc:  # recorded: a failed load and its ops.error_log row
                     context.log.error(f"{source.name}: {exc.cause}")
                     failed[ingest_key(source).to_user_string()] = exc
+                    continue
                 except Exception as exc:  # not foreseen: this source fails, the others still load
                     context.log.exception(f"{source.name}: {type(exc).__name__}")
                     cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
                     failed[ingest_key(source).to_user_string()] = SourceFileError(source.file, cause, "")
+                    continue
+                yield materialized
+                if added:  # a load that added rows leaves DuckDB at its memory high-water mark: let it go
+                    held.close()
+                    con = None
         if failed:
             raise _failure(failed)
 
@@ -113,7 +123,8 @@ def _failure(failed: dict[str, SourceFileError]) -> dg.Failure:
 
 def _ingest_one(
     context: dg.AssetExecutionContext, source: Source, district, accept_shrink: str | None, con
-) -> dg.MaterializeResult:
+) -> tuple[dg.MaterializeResult, int]:
+    """The source's materialization, and how many rows its load added."""
     key = ingest_key(source)
     result, failures = ingest_source(source, district, accept_shrink=accept_shrink, con=con)
     if result is None:
@@ -130,7 +141,7 @@ def _ingest_one(
                     for name in (CHECK, APPLIED_CHECK)
                 ),
             ),
-        )
+        ), 0
     metadata = {**result.metadata, "configured": True, "transport": transport(source, district)}
     if result.errors_by_field:
         metadata["malformed rows (kept in raw, see ops.error_log)"] = dg.MetadataValue.md(
@@ -159,9 +170,10 @@ def _ingest_one(
             "failures": dg.MetadataValue.md(_markdown(failures) if failures else "none"),
         },
     )
-    return dg.MaterializeResult(
+    materialized = dg.MaterializeResult(
         asset_key=key, metadata=metadata, check_results=_selected(context, check, applied)
     )
+    return materialized, result.rows_added
 
 
 def _selected(context: dg.AssetExecutionContext, *results: dg.AssetCheckResult) -> list[dg.AssetCheckResult]:
