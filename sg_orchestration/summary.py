@@ -99,7 +99,7 @@ def _failure_cause(event) -> str:
 def _failed_assets(event) -> dict[str, str] | None:
     """A failed step of several assets that names which failed (an ingest step: its sources), asset ->
     cause; else None."""
-    from sg_orchestration.ingest.assets import FAILED_SOURCES
+    from sg_orchestration.ingest.assets import FAILED_SOURCES  # late: its assets read the districts file
 
     data = getattr(event.event_specific_data, "user_failure_data", None)
     entry = (data.metadata or {}).get(FAILED_SOURCES) if data else None

@@ -77,45 +77,47 @@ def build_ingest_assets(system: str) -> dg.AssetsDefinition:
     def _ingest(context: dg.AssetExecutionContext):
         district = current_districts().get(context.partition_key)
         accept_shrink = context.run.tags.get(ACCEPT_SHRINK_TAG)
-        failed: dict[str, SourceFileError] = {}
+        failed: dict[str, str] = {}  # asset -> one-line cause
+        rows_read = 0  # by the failed sources before they were refused
         with ExitStack() as held:
             con = None
             for source in sources:
                 if ingest_key(source) not in context.selected_asset_keys:
                     continue
-                con = con or held.enter_context(connect())
+                if con is None:
+                    con = held.enter_context(connect())
                 try:
                     materialized, added = _ingest_one(context, source, district, accept_shrink, con)
                 except SourceFileError as exc:  # recorded: a failed load and its ops.error_log row
                     context.log.error(f"{source.name}: {exc.cause}")
-                    failed[ingest_key(source).to_user_string()] = exc
+                    failed[ingest_key(source).to_user_string()] = exc.cause
+                    rows_read += exc.rows_read or 0
                     continue
                 except Exception as exc:  # not foreseen: this source fails, the others still load
                     context.log.exception(f"{source.name}: {type(exc).__name__}")
-                    cause = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
-                    failed[ingest_key(source).to_user_string()] = SourceFileError(source.file, cause, "")
+                    cause = f"{source.file}: {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+                    failed[ingest_key(source).to_user_string()] = cause
                     continue
                 yield materialized
                 if added:  # a load that added rows leaves DuckDB at its memory high-water mark: let it go
                     held.close()
                     con = None
         if failed:
-            raise _failure(failed)
+            raise _failure(failed, rows_read)
 
     return _ingest
 
 
-def _failure(failed: dict[str, SourceFileError]) -> dg.Failure:
+def _failure(causes: dict[str, str], rows_read: int) -> dg.Failure:
     """The step's failure: one source's one-line cause, or each failed source's; `FAILED_SOURCES` maps
     each failed asset to its cause, so the summary names the sources, not the step."""
-    causes = {key: exc.cause for key, exc in failed.items()}
-    only = next(iter(failed.values())) if len(failed) == 1 else None
+    only = next(iter(causes.values())) if len(causes) == 1 else None
     return dg.Failure(
-        description=only.cause if only else "; ".join(f"{k}: {c}" for k, c in causes.items()),
+        description=only or "; ".join(f"{k}: {c}" for k, c in causes.items()),
         metadata={
             "status": "failed",
-            "cause": only.cause if only else f"{len(failed)} sources failed",
-            "rows_read": sum(exc.rows_read or 0 for exc in failed.values()),
+            "cause": only or f"{len(causes)} sources failed",
+            "rows_read": rows_read,
             FAILED_SOURCES: dg.MetadataValue.json(causes),
         },
     )
