@@ -25,7 +25,7 @@ def test_every_source_has_an_ingest_asset_with_its_pandera_check_and_a_staging_m
 
 def test_dbt_tests_surface_as_asset_checks(defs):
     checks = defs.resolve_asset_graph().asset_check_keys
-    assert any(c.name.startswith("not_null_stg_powerschool__students_local_id") for c in checks)
+    assert any(c.name.startswith("not_null_columns_stg_powerschool__students") for c in checks)
     assert any(c.name.startswith("unique_per_district_stg_powerschool__students") for c in checks)
 
 

@@ -412,6 +412,35 @@ def test_a_changed_snapshot_stores_only_the_rows_that_changed_and_retires_those_
     assert _query("select count(*) from raw.campus__enrollments where _retired_load is null") == [(0,)]
 
 
+def test_a_known_row_is_checked_again_when_its_verdict_changes_with_the_rows_beside_it(tmp_path, warehouse):
+    """Rows the district already holds clean are not checked again, but a row's verdict also depends on the
+    rows of its load: a clean row that now shares its key with another becomes an error row, and once the
+    other goes it is current and clean again; unchanged rows are neither added nor retired."""
+    district = _district(tmp_path)
+
+    def night(*rows: str):
+        (tmp_path / "enrollments.csv").write_text("\n".join([ENROLLMENTS_HEADER, *rows]) + "\n")
+        result, _ = ingest_source(ENROLLMENTS, district)
+        current = _query(
+            "select enrollment_id, no_show, _error from raw.campus__enrollments "
+            "where _district_id = 'drop' and _retired_load is null order by enrollment_id, no_show"
+        )
+        return (result.rows_added, result.rows_retired), current
+
+    a, b, b2 = "E1,P1,C1,2025-08-20,,N", "E2,P2,C1,2025-08-20,,N", "E2,P2,C1,2025-08-20,,Y"
+    assert night(a, b) == ((2, 0), [("E1", "N", None), ("E2", "N", None)])
+    counts, current = night(a, b, b2)  # E2 twice, with different content: both are errors
+    assert counts == (2, 1)
+    assert [(r[0], r[1], "share this key" in (r[2] or "")) for r in current] == [
+        ("E1", "N", False),
+        ("E2", "N", True),
+        ("E2", "Y", True),
+    ]
+    assert night(a, b) == ((1, 2), [("E1", "N", None), ("E2", "N", None)])  # the conflict is gone
+    assert night(a, b) == ((0, 0), [("E1", "N", None), ("E2", "N", None)])  # the same file: unchanged
+    assert _query("select count(*) from raw.campus__enrollments") == [(5,)]
+
+
 def test_a_warehouse_that_kept_whole_snapshots_is_upgraded_to_the_current_rows(tmp_path, warehouse):
     """Before 2026-12-02 a changed snapshot was appended whole and staging read the latest load: opening
     such a warehouse retires every row of every load but the latest applied one, per district."""

@@ -18,10 +18,10 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     out = capsys.readouterr().out
     assert code == 0, out[-4000:]
     assert "sg_orchestration summary" in out and "result: OK" in out
-    # The writeback's models only (staging of SameGoal and Qmlativ, intermediate, marts, the TEDS seed):
-    # `demo` has no Ed-Fi or OneRoster target, so their dbt steps do not build.
+    # The writeback's models only (staging of SameGoal and Qmlativ, the student ids, the rules, marts, the
+    # TEDS seed): `demo` has no Ed-Fi or OneRoster target, so their dbt steps do not build.
     writeback = [s for s in SOURCES if s.system in ("samegoal", "qmlativ")]
-    models = len(writeback) + 2 * len(SAMEGOAL_SOURCES) + 1
+    models = len(writeback) + 1 + 2 * len(SAMEGOAL_SOURCES) + 1
     assert f"dbt: {models} models and seeds built, 0 kept and tested on new data, 0 reused" in out
     with connect() as con:
         for source in writeback:

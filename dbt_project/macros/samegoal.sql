@@ -5,11 +5,12 @@
     - a later complete document for the same student, form and record date supersedes an earlier one;
     - a record dated before its program's cutover is not integrated; a blank cutover date means the
       program is not integrated at all;
-    - the student is mapped to Qmlativ's StudentID by local id, then by state id; an unmapped student is
-      not sent ("student not mapped: run the demographics integration"). -#}
+    - the student is mapped to Qmlativ's StudentID by local id, then by state id
+      (int_samegoal__student_ids); an unmapped student is not sent ("student not mapped: run the
+      demographics integration"). -#}
 {% macro samegoal_current(source_name) %}
 {%- set documents = ref('stg_' ~ source_name) -%}
-{%- set students = ref('stg_qmlativ__students') -%}
+{%- set students = ref('int_samegoal__student_ids') -%}
 {%- set cutover = source('ops', 'samegoal_cutover') -%}
 {%- if execute -%}
 {%- set meta = graph.sources['source.' ~ project_name ~ '.raw.' ~ source_name].meta -%}
@@ -28,25 +29,16 @@ current_documents as (
     qualify row_number() over (
         partition by {{ supersession | join(', ') }} order by completed_at desc, document_id desc) = 1
 ),
-{#- An id that names two Qmlativ students maps no one: guessing would write to the wrong child. -#}
-by_local_id as (
-    select district_id, student_number, min(student_id) as student_id
-    from {{ students }} where student_number is not null
-    group by all having count(distinct student_id) = 1
-),
-by_state_id as (
-    select district_id, state_id, min(student_id) as student_id
-    from {{ students }} where state_id is not null
-    group by all having count(distinct student_id) = 1
-),
 mapped as (
     select d.*,
         coalesce(l.student_id, s.student_id) as qmlativ_student_id,
         case when l.student_id is not null then 'local_id' when s.student_id is not null then 'state_id' end
             as mapped_by
     from current_documents d
-    left join by_local_id l on l.district_id = d.district_id and l.student_number = d.student_local_id
-    left join by_state_id s on s.district_id = d.district_id and s.state_id = d.student_state_id
+    left join {{ students }} l
+        on l.district_id = d.district_id and l.matched_on = 'local_id' and l.id = d.student_local_id
+    left join {{ students }} s
+        on s.district_id = d.district_id and s.matched_on = 'state_id' and s.id = d.student_state_id
 ),
 reasons as (
     select m.*, c.cutover_date,
