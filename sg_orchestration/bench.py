@@ -21,7 +21,8 @@ The nightly group, for each size: the wall time of one whole `sg-orch run --dist
 process each (a subprocess timed from outside: interpreter start, imports, Dagster, dbt, everything),
 against a sandbox this process starts over a copy of the size's inputs, with a warehouse, DAGSTER_HOME,
 state folder and Qmlativ store of its own under `<out>/work/<size>/nightly/` (never the project's `.sg/`):
-`nightly (cold)` on an empty warehouse and an empty Qmlativ store; `nightly (no change)`, the same again;
+`nightly (cold)` on an empty warehouse and an empty Qmlativ store (started a cursor overlap, 1 minute, after
+the sandbox loaded its files: see `_bench_nightly`); `nightly (no change)`, the same again;
 `nightly (1% changed)` after `sg-orch generate --out <inputs> --next-day --changed-share 0.01` and the
 sandbox re-reading its files (SameGoal `POST /_sandbox/reload`, Qmlativ students `POST
 /_sandbox/qmlativ/reload`: the withdrawn students go). Rows: what the run's ingest read (from its summary);
@@ -31,8 +32,9 @@ the run's whole process tree (every 0.25 s, from /proc) and the exact peak RSS o
 process (`/usr/bin/time`, when present; getrusage in this process would carry this process's own RSS over
 into the child). Targets (issue 7 §1), reported PASS/MISS, never enforced: the cold nightly of the smallest
 district (50 students, the generator's minimum: a superset of the issue's 20-student district) under 15 s;
-at 10,000 students and more the no-change nightly under 10% of the cold one and the 1%-changed one under
-20% (the shares are printed at every size).
+at 200,000 students and more the no-change nightly under 10% of the cold one and the 1%-changed one under
+20% (the shares are printed at every size). The issue's 10,000-student targets are the publish ratios (the
+`parts` group's `publish (no change)` and `publish (1% changed)` against `publish (cold)`), at every size.
 
 Groups: `parts` (the per-part stages above), `nightly`, `transport` (the client CPU and engine-vs-lightbeam
 stages); all by default, or only those named in SG_BENCH_ONLY (comma-separated, e.g.
@@ -108,7 +110,9 @@ NIGHTLY_CHANGED = "nightly (1% changed)"
 NIGHTLY_STAGES = (NIGHTLY_COLD, NIGHTLY_NO_CHANGE, NIGHTLY_CHANGED)
 NIGHTLY_SMALL_MAX_S = 15.0
 NIGHTLY_SMALL_STUDENTS = 50  # the generator's minimum (MIN_STUDENTS): the issue's district has 20
-NIGHTLY_JUDGED_FROM = 10_000  # the no-change and 1%-changed shares are judged from this size up
+# The whole nightly's no-change and 1%-changed shares are judged from this size up (issue 7 §1 states them
+# for 200,000 students; its 10,000-student figure is the publish ratios, judged in `parts` at every size).
+NIGHTLY_JUDGED_FROM = 200_000
 NIGHTLY_TARGET_TEXT = (
     f"a 20-student district's whole nightly under {NIGHTLY_SMALL_MAX_S:.0f} s (judged on "
     f"{NIGHTLY_SMALL_STUDENTS} students, the generator's minimum: a superset); from "
@@ -313,6 +317,7 @@ def _bench_nightly(students: int, seed: int, work: Path, profiles: Path | None, 
     appends each run's result as it completes. Never profiled: the run is a process of its own."""
     import httpx
 
+    from sg_orchestration.ingest.apis import CURSOR_OVERLAP
     from sg_orchestration.sandbox import Sandbox
 
     night = work / "nightly"
@@ -333,9 +338,14 @@ def _bench_nightly(students: int, seed: int, work: Path, profiles: Path | None, 
         "SG_DISTRICTS_FILE": str(districts_file),
     }
     with Sandbox(inputs, state_dir=night / "qmlativ-store") as sandbox:
+        loaded = time.monotonic()
         sandbox.write_districts_file(districts_file)
         env.update(sandbox.credentials)
         district = str(sandbox.district["id"])
+        # The sandbox dates each undated SameGoal document (drafts, voided) when it loads the files, and a
+        # reader resumes CURSOR_OVERLAP before its last read: a cold run within that much of the load would
+        # have the no-change run read those documents again. Real nights are a day apart, so wait it out.
+        time.sleep(max(0.0, loaded + CURSOR_OVERLAP.total_seconds() + 1 - time.monotonic()))
 
         def nightly(label: str) -> dict:
             result = _nightly_run(label, students, district, districts_file, night, env, sandbox.urls)

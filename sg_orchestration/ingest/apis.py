@@ -15,6 +15,7 @@ from email.utils import parsedate_to_datetime
 from functools import cache
 
 import httpx
+import orjson
 
 RETRY_STATUSES = {429, 500, 502, 503, 504}
 MAX_ATTEMPTS = 5
@@ -182,7 +183,7 @@ class QmlativClient(_OAuthClient):
     def read_all(self, entity_id: int, module: str, obj: str, page_size: int) -> Iterator[list[dict]]:
         url: str | None = f"{self.base_url}/Generic/{entity_id}/{module}/{obj}/1/{page_size}"
         while url:
-            body = self.get(url).json()
+            body = orjson.loads(self.get(url).content)  # ~2x the stdlib's speed: 200,000 students a night
             objects = body.get("Objects")
             if not isinstance(objects, list):
                 raise SourceApiError(f"GET {httpx.URL(url).path}: answer has no `Objects` list")

@@ -29,6 +29,7 @@ from typing import NamedTuple
 
 import duckdb
 import numpy as np
+import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -622,6 +623,6 @@ def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]])
     if source.mode == "snapshot":
         hasher = hashlib.sha256(b"records\0")
         for page in pages:
-            hasher.update(json.dumps(page, sort_keys=True, separators=(",", ":"), default=str).encode())
+            hasher.update(orjson.dumps(page, option=orjson.OPT_SORT_KEYS, default=str))
         digest = hasher.hexdigest()
     return Batches(origin=origin, digest=digest, extra_columns=extras, batches=batches())
