@@ -252,6 +252,31 @@ def test_qmlativ_token_and_paging(sb: Sandbox):
     assert students[1]["BirthDate"] == "2011-13-40" and students[4]["LastName"] is None
 
 
+def test_the_qmlativ_students_are_read_pages_at_a_time_in_order_and_a_total_that_changes_fails_the_read(
+    inputs: Path, sb: Sandbox
+):
+    """The ingest's client reads the pages after the first several at a time, and yields them in order;
+    an object that grows while it is read is not taken as one state of it."""
+    from sg_orchestration.ingest.apis import QmlativClient, SourceApiError
+
+    url = sb.urls["qmlativ"]
+    key, secret = sb.credentials[QMLATIV_KEY], sb.credentials[QMLATIV_SECRET]
+    with QmlativClient(url, key, secret) as client:
+        pages = list(client.read_all(7, "Student", "Student", 2))
+        assert [[s["StudentID"] for s in page] for page in pages] == [[101, 102], [103, 104], [105]]
+        assert list(client.read_all(7, "Student", "Student", 5)) == [[s for page in pages for s in page]]
+        read = client.read_all(7, "Student", "Student", 2)
+        assert [s["StudentID"] for s in next(read)] == [101, 102]
+        _write_csv(
+            inputs / "qmlativ" / "students.csv",
+            SOURCES_BY_NAME["qmlativ__students"].column_names,
+            [*STUDENTS, ("106", "9006", "L006", "S006", "Eli", "Ng", "2012-01-01", "7")],
+        )
+        httpx.post(f"{url}/_sandbox/qmlativ/reload").raise_for_status()
+        with pytest.raises(SourceApiError, match="changed while it was read"):
+            list(read)
+
+
 def test_districts_file_loads_and_points_at_the_servers(inputs: Path, sb: Sandbox, tmp_path: Path):
     env_file = sb.write_districts_file(tmp_path / "out" / "districts.yaml")
     assert env_file == tmp_path / "out" / "districts.env"
