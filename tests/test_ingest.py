@@ -344,6 +344,24 @@ def test_a_load_lets_go_of_its_copies_of_the_read_and_of_api_records(warehouse):
     assert len(pages) == 3  # the caller's list is the caller's
 
 
+def test_api_pages_kept_as_their_json_are_staged_as_the_same_rows_with_the_same_digest():
+    """The Qmlativ student pages are kept as the JSON they came in until staged: the same batches and
+    digest as the decoded records give."""
+    import orjson
+
+    from sg_orchestration.ingest.readers import ApiRead, records_to_batches
+
+    source = SOURCES_BY_NAME["qmlativ__students"]
+    pages = [[{"StudentID": 1, "StudentNumber": "L1", "Extra": True}], [{"StudentID": 2, "StateID": None}]]
+    read = ApiRead(source)
+    for page in pages:
+        read.add(page, orjson.dumps({"Objects": page, "Paging": {"Next": None}}))
+    kept, decoded = read.batches("api"), records_to_batches(source, "api", pages)
+    assert kept.digest == decoded.digest and kept.extra_columns == decoded.extra_columns == ["Extra"]
+    assert [t.to_pylist() for t in kept.batches] == [t.to_pylist() for t in decoded.batches]
+    assert read.pages == []  # the read lets its pages go to the batches it made
+
+
 def test_a_snapshot_read_from_an_api_is_known_unchanged_by_its_records_digest():
     from sg_orchestration.ingest.readers import records_to_batches
 
@@ -358,4 +376,5 @@ def test_a_snapshot_read_from_an_api_is_known_unchanged_by_its_records_digest():
     changed = [[{"StudentID": 1, "StudentNumber": "L9"}], pages[1]]
     assert digest(changed) != digest(pages)
     assert digest([pages[0]]) != digest(pages)  # a student gone
+    assert digest([pages[0] + pages[1]]) == digest([[], *pages])  # pages of another size: the same
     assert records_to_batches(SOURCES_BY_NAME["samegoal__dyslexia"], "api", [[]]).digest is None

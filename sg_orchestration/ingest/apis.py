@@ -185,37 +185,41 @@ class QmlativClient(_OAuthClient):
 
         super().__init__(base_url, fetch)
 
-    def read_all(self, entity_id: int, module: str, obj: str, page_size: int) -> Iterator[list[dict]]:
-        """Every page of the object, in order. When the first page gives the total, the others are read
-        PAGE_READERS at a time (the server works on one while this process decodes another); a total that
-        changes while they are read fails the read: the pages would not be one state of the object."""
+    def read_all(
+        self, entity_id: int, module: str, obj: str, page_size: int
+    ) -> Iterator[tuple[list[dict], bytes]]:
+        """Every page of the object, in order: its records and the JSON answer they came in. When the first
+        page gives the total, the others are read PAGE_READERS at a time (the server works on one while
+        this process decodes another); a total that changes while they are read fails the read: the pages
+        would not be one state of the object."""
         base = f"{self.base_url}/Generic/{entity_id}/{module}/{obj}"
-        body = self._page(f"{base}/1/{page_size}")
-        yield body["Objects"]
+        body, content = self._page(f"{base}/1/{page_size}")
+        yield body["Objects"], content
         paging = body.get("Paging") or {}
         total = paging.get("TotalCount")
         if isinstance(total, int) and paging.get("Next"):
             pages = range(2, -(-total // page_size) + 1)
             with ThreadPoolExecutor(PAGE_READERS) as pool:
-                for body in pool.map(lambda page: self._page(f"{base}/{page}/{page_size}"), pages):
+                for body, content in pool.map(lambda page: self._page(f"{base}/{page}/{page_size}"), pages):
                     paging = body.get("Paging") or {}
                     if paging.get("TotalCount") != total:
                         raise SourceApiError(
                             f"GET {httpx.URL(base).path}: the object changed while it was read ({total:,} "
                             f"then {paging.get('TotalCount')} records): run again"
                         )
-                    yield body["Objects"]
+                    yield body["Objects"], content
             if paging.get("Next"):
                 raise SourceApiError(f"GET {httpx.URL(base).path}: more pages than its {total:,} records")
             return
         url = paging.get("Next")
         while url:  # no total: follow the links
-            body = self._page(url)
-            yield body["Objects"]
+            body, content = self._page(url)
+            yield body["Objects"], content
             url = (body.get("Paging") or {}).get("Next")
 
-    def _page(self, url: str) -> dict:
-        body = orjson.loads(self.get(url).content)  # ~2x the stdlib's speed: 200,000 students a night
+    def _page(self, url: str) -> tuple[dict, bytes]:
+        content = self.get(url).content
+        body = orjson.loads(content)  # ~2x the stdlib's speed: 200,000 students a night
         if not isinstance(body, dict) or not isinstance(body.get("Objects"), list):
             raise SourceApiError(f"GET {httpx.URL(url).path}: answer has no `Objects` list")
-        return body
+        return body, content

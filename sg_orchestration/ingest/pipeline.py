@@ -11,7 +11,7 @@ from sg_orchestration.catalog import Source
 from sg_orchestration.config import ConfigError, District, secret
 from sg_orchestration.ingest.apis import QmlativClient, SameGoalClient, SourceApiError
 from sg_orchestration.ingest.load import LoadResult, load, record_failure
-from sg_orchestration.ingest.readers import Batches, SourceFileError, read_csv, records_to_batches
+from sg_orchestration.ingest.readers import ApiRead, Batches, SourceFileError, read_csv, records_to_batches
 from sg_orchestration.ingest.schemas import validate
 from sg_orchestration.warehouse import connect, raw_table
 
@@ -46,10 +46,12 @@ def _read_qmlativ_api(source: Source, district: District) -> Batches:
     names = cfg.objects[source.table]
     key = secret(cfg.client_key_env, purpose="Qmlativ client key")
     client_secret = secret(cfg.client_secret_env, purpose="Qmlativ client secret")
+    read = ApiRead(source)
     with QmlativClient(cfg.base_url, key, client_secret) as client:
-        pages = list(client.read_all(cfg.entity_id, names.module, names.object, cfg.page_size))
+        for records, content in client.read_all(cfg.entity_id, names.module, names.object, cfg.page_size):
+            read.add(records, content)
     origin = f"{cfg.base_url.rstrip('/')}/Generic/{cfg.entity_id}/{names.module}/{names.object}"
-    return records_to_batches(source, origin, pages)
+    return read.batches(origin)
 
 
 def _cursor(con, source: Source, district_id: str) -> str | None:

@@ -578,51 +578,76 @@ API_BATCH_ROWS = 20_000
 
 def records_to_batches(source: Source, origin: str, pages: Iterable[list[dict]]) -> Batches:
     """API records (JSON objects) as batches; keys outside the catalog are kept as extra columns."""
-    pages = list(pages)
-    extras = sorted({k for page in pages for r in page for k in r} - set(source.column_names))
-    names = list(source.column_names) + extras
+    read = ApiRead(source)
+    for page in pages:
+        read.add(list(page))
+    return read.batches(origin)
 
-    def text(value) -> str | None:
-        if value is None or value == "":
-            return None
-        if isinstance(value, bool):
-            return "true" if value else "false"
-        return (
-            value
-            if isinstance(value, str)
-            else json.dumps(value)
-            if isinstance(value, dict | list)
-            else str(value)
-        )
 
-    def batches() -> Iterator[pa.Table]:
-        # Each page's records are let go once they are a batch: a large read (a million Qmlativ students)
-        # is not held as Python objects while the loader works on it.
-        pages.reverse()
-        row_number = 0
-        while pages:
-            page = list(pages.pop())
-            while pages and len(page) < API_BATCH_ROWS:  # a batch of many pages: ~1.5 ms a batch to stage
-                page.extend(pages.pop())
-            if not page:
-                continue
-            columns: dict[str, list] = {n: [text(r.get(n)) for r in page] for n in names}
-            columns[REJECT] = [None] * len(page)
-            columns[FIELDS] = [None] * len(page)
-            columns[ROW] = list(range(row_number + 1, row_number + len(page) + 1))
-            row_number += len(page)
-            del page
-            table = _table(columns)
-            del columns
-            yield table
+class ApiRead:
+    """An API read, page by page as it arrives: each page's keys and its share of the records digest are
+    taken at once; a page given with the JSON bytes it came in is kept as those bytes and decoded again, a
+    batch at a time, only when it is staged (a million Qmlativ students hold ~630 MB as Python objects,
+    ~150 MB as JSON)."""
 
-    # A snapshot read (the Qmlativ students) is recognised as unchanged by the digest of its records, in
-    # the order served, before anything is staged: a night with the same students costs the read alone.
-    # Records served in another order get another digest: the same rows are then loaded again, as a new load.
-    digest = None
-    if source.mode == "snapshot":
-        hasher = hashlib.sha256(b"records\0")
-        for page in pages:
-            hasher.update(orjson.dumps(page, option=orjson.OPT_SORT_KEYS, default=str))
-        digest = hasher.hexdigest()
-    return Batches(origin=origin, digest=digest, extra_columns=extras, batches=batches())
+    def __init__(self, source: Source):
+        self.source = source
+        self.keys: set[str] = set()
+        # A snapshot read (the Qmlativ students) is recognised as unchanged by the digest of its records,
+        # in the order served, before anything is staged: a night with the same students costs the read
+        # alone. Records served in another order get another digest: the same rows are then loaded again.
+        self.hasher = hashlib.sha256(b"records\0") if source.mode == "snapshot" else None
+        self.pages: list[list[dict] | bytes] = []
+
+    def add(self, records: list[dict], body: bytes | None = None) -> None:
+        """One page: its records, and the JSON answer they were decoded from (`Objects`), if kept."""
+        self.keys.update(k for r in records for k in r)
+        if self.hasher is not None and records:  # each record once, whatever the page size
+            self.hasher.update(b"," + orjson.dumps(records, option=orjson.OPT_SORT_KEYS, default=str)[1:-1])
+        self.pages.append(records if body is None else body)
+
+    def batches(self, origin: str) -> Batches:
+        extras = sorted(self.keys - set(self.source.column_names))
+        names = list(self.source.column_names) + extras
+        pages = self.pages
+        self.pages = []
+
+        def records(page: list[dict] | bytes) -> list[dict]:
+            return orjson.loads(page)["Objects"] if isinstance(page, bytes) else page
+
+        def batches() -> Iterator[pa.Table]:
+            # Pages are let go once they are a batch: a large read is not held whole while it is loaded.
+            pages.reverse()
+            row_number = 0
+            while pages:
+                batch = list(records(pages.pop()))
+                while pages and len(batch) < API_BATCH_ROWS:  # many pages a batch: ~1.5 ms a batch to stage
+                    batch.extend(records(pages.pop()))
+                if not batch:
+                    continue
+                columns: dict[str, list] = {n: [_api_text(r.get(n)) for r in batch] for n in names}
+                columns[REJECT] = [None] * len(batch)
+                columns[FIELDS] = [None] * len(batch)
+                columns[ROW] = list(range(row_number + 1, row_number + len(batch) + 1))
+                row_number += len(batch)
+                del batch
+                table = _table(columns)
+                del columns
+                yield table
+
+        digest = self.hasher.hexdigest() if self.hasher is not None else None
+        return Batches(origin=origin, digest=digest, extra_columns=extras, batches=batches())
+
+
+def _api_text(value) -> str | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return (
+        value
+        if isinstance(value, str)
+        else json.dumps(value)
+        if isinstance(value, dict | list)
+        else str(value)
+    )
