@@ -65,7 +65,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sg_orchestration.paths import DBT_PROJECT_DIR, PROJECT_ROOT
+from sg_orchestration.paths import PROJECT_ROOT
 
 # The goal of the performance issue: ingest + dbt staging of this many students, in this time and memory.
 TARGET_STUDENTS = 200_000
@@ -875,19 +875,16 @@ def _ingest(wanted) -> dict:
 
 def _dbt(work: Path, select: list[str]) -> float:
     """`dbt build --select ...` into the work dir; its wall time."""
-    from dbt.cli.main import dbtRunner
+    from sg_orchestration.transform.dbt import invoke
 
-    args = ["build", "--project-dir", str(DBT_PROJECT_DIR), "--profiles-dir", str(DBT_PROJECT_DIR)]
     # dbt's own files go to the work dir, so the bench never races a test or `dagster dev` in target/.
-    args += ["--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")]
-    args += [*select, "--quiet"]
+    where = ["--target-path", str(work / "dbt_target"), "--log-path", str(work / "dbt_logs")]
     started = time.perf_counter()
-    result = dbtRunner().invoke(args)
-    wall = time.perf_counter() - started
-    if not result.success:
-        failed = [r.node.name for r in getattr(result.result, "results", []) if r.status in ("error", "fail")]
-        raise SystemExit(f"dbt build failed: {result.exception or failed}")
-    return wall
+    try:
+        invoke("build", *where, *select)
+    except RuntimeError as exc:
+        raise SystemExit(str(exc)) from None
+    return time.perf_counter() - started
 
 
 def _count_rows(schema: str) -> tuple[int, int]:

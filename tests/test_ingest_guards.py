@@ -624,12 +624,9 @@ def _sped(doc_id: str, disability: str, start: str = "2024-09-01", student: str 
 def test_a_samegoal_document_twice_with_different_content_waits_and_the_earlier_version_stays_current(
     tmp_path, warehouse
 ):
-    from dbt.cli.main import dbtRunner
-
     from sg_orchestration.ingest.load import load
     from sg_orchestration.ingest.readers import records_to_batches
-    from sg_orchestration.paths import DBT_PROJECT_DIR
-    from sg_orchestration.transform.dbt import prepare, record_cutover_dates
+    from sg_orchestration.transform.dbt import invoke, prepare, record_cutover_dates
 
     def send(records: list[dict], source=SPED):
         with connect() as con:
@@ -665,19 +662,7 @@ def test_a_samegoal_document_twice_with_different_content_waits_and_the_earlier_
 
     def current() -> dict:
         """The rules (a table) built over what raw holds now, as the nightly's dbt step does."""
-        dbt = dbtRunner().invoke(
-            [
-                "run",
-                "--select",
-                "+int_samegoal__special_education_enrollment",
-                "--project-dir",
-                str(DBT_PROJECT_DIR),
-                "--profiles-dir",
-                str(DBT_PROJECT_DIR),
-                "--quiet",
-            ]
-        )
-        assert dbt.success, dbt.exception
+        invoke("run", "--select", "+int_samegoal__special_education_enrollment")
         return dict(
             _query(
                 "select document_id, state_disability from intermediate.int_samegoal__special_education_enrollment "

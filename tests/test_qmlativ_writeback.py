@@ -10,10 +10,9 @@ import pytest
 
 from sg_orchestration.catalog import SOURCES, SOURCES_BY_NAME
 from sg_orchestration.ingest.pipeline import ingest_source
-from sg_orchestration.paths import DBT_PROJECT_DIR
 from sg_orchestration.publish.qmlativ import FORMS, access_expiry_status, publish_writeback
 from sg_orchestration.sandbox import Sandbox
-from sg_orchestration.transform.dbt import prepare, record_cutover_dates
+from sg_orchestration.transform.dbt import invoke, prepare, record_cutover_dates
 from sg_orchestration.warehouse import connect
 
 
@@ -67,10 +66,7 @@ class Writeback:
 
 
 def _build_marts() -> None:
-    from dbt.cli.main import dbtRunner
-
-    args = ["run", "--select", "+path:models/marts", "--project-dir", str(DBT_PROJECT_DIR)]
-    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
+    invoke("run", "--select", "+path:models/marts")
 
 
 def _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=None) -> Writeback:
@@ -233,15 +229,13 @@ def test_lost_answers_after_applied_writes_leave_no_duplicates_and_nothing_lost(
 def test_nothing_is_sent_while_no_qmlativ_students_are_loaded(defs, sandbox, warehouse):
     """Every document would be unmapped and the diff would withdraw all Qmlativ holds: send nothing."""
     import dagster as dg
-    from dbt.cli.main import dbtRunner
 
     from sg_orchestration.publish.assets import QMLATIV_KEY
 
     with connect():
         pass  # creates the raw and ops tables: the district's demographics never loaded
     prepare()
-    args = ["run", "--select", "stg_qmlativ__students", "--project-dir", str(DBT_PROJECT_DIR)]
-    assert dbtRunner().invoke([*args, "--profiles-dir", str(DBT_PROJECT_DIR), "--quiet"]).success
+    invoke("run", "--select", "stg_qmlativ__students")
     qmlativ = sandbox.urls["qmlativ"]
     httpx.delete(f"{qmlativ}/_sandbox/qmlativ/stats")
     asset = next(a for a in defs.assets if isinstance(a, dg.AssetsDefinition) and QMLATIV_KEY in a.keys)

@@ -13,8 +13,7 @@ from sg_orchestration.catalog import SOURCES_BY_NAME
 from sg_orchestration.config import District
 from sg_orchestration.ingest.load import load
 from sg_orchestration.ingest.readers import records_to_batches
-from sg_orchestration.paths import DBT_PROJECT_DIR
-from sg_orchestration.transform.dbt import prepare, record_cutover_dates
+from sg_orchestration.transform.dbt import invoke, prepare, record_cutover_dates
 from sg_orchestration.warehouse import connect
 
 DISTRICT = District(
@@ -135,22 +134,7 @@ def _load(con, name: str, records: list[dict]) -> None:
 
 def _build() -> None:
     """dbt builds the rules over what raw holds now (the intermediate models are tables)."""
-    from dbt.cli.main import dbtRunner
-
-    result = dbtRunner().invoke(
-        [
-            "build",
-            "--select",
-            "+path:models/marts",
-            "resource_type:seed",
-            "--project-dir",
-            str(DBT_PROJECT_DIR),
-            "--profiles-dir",
-            str(DBT_PROJECT_DIR),
-            "--quiet",
-        ]
-    )
-    assert result.success, result.exception
+    invoke("build", "--select", "+path:models/marts", "resource_type:seed")
 
 
 @pytest.fixture(scope="module")

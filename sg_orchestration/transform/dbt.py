@@ -40,21 +40,23 @@ def dbt_project() -> DbtProject:
 
 def prepare(project: DbtProject | None = None) -> None:
     """Parse the dbt project into target/manifest.json (tests, CI and `sg-orch` need it outside `dagster dev`)."""
+    invoke("parse", project_dir=project.project_dir if project else DBT_PROJECT_DIR)
+
+
+def invoke(*args: str, project_dir: Path = DBT_PROJECT_DIR):
+    """A dbt command in this process (`dbtRunner`) on the project, quiet: `prepare`, the bench and the
+    tests. The nightly's steps run dbt through dagster-dbt instead. A command that fails raises, naming
+    the nodes that failed."""
     from dbt.cli.main import dbtRunner
 
     warehouse_env()
-    project = project or DbtProject(project_dir=DBT_PROJECT_DIR, profiles_dir=DBT_PROJECT_DIR)
-    args = [
-        "parse",
-        "--project-dir",
-        str(project.project_dir),
-        "--profiles-dir",
-        str(project.profiles_dir),
-        "--quiet",
-    ]
-    result = dbtRunner().invoke(args)
+    where = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"]
+    result = dbtRunner().invoke([*args, *where])
     if not result.success:
-        raise RuntimeError(f"dbt parse failed for {project.project_dir}: {result.exception}")
+        results = getattr(result.result, "results", None) or []
+        failed = [r.node.name for r in results if r.status in ("error", "fail")]
+        raise RuntimeError(f"dbt {args[0]} failed in {project_dir}: {result.exception or failed}")
+    return result
 
 
 def warehouse_env() -> None:
