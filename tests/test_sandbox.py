@@ -278,6 +278,31 @@ def test_the_qmlativ_students_are_read_pages_at_a_time_in_order_and_a_total_that
             list(read)
 
 
+def test_a_qmlativ_read_that_fails_on_a_page_stops_fetching_the_pages_left(monkeypatch):
+    """A page that cannot be read fails the read at once: the pages queued behind it are not fetched (each
+    would be tried MAX_ATTEMPTS times with back-off against an API that is down)."""
+    from sg_orchestration.ingest import apis
+
+    total, fetched = 400, []
+
+    def page(self, url: str):
+        number = int(url.rsplit("/", 2)[-2])
+        fetched.append(number)
+        if number == 2:
+            raise apis.SourceApiError(f"GET {url}: HTTP 503")
+        time.sleep(0.005)
+        paging = {"TotalCount": total, "Next": f"{url}/next" if number < total else None}
+        return {"Objects": [{"StudentID": number}], "Paging": paging}, b"{}"
+
+    monkeypatch.setattr(apis.QmlativClient, "_page", page)
+    with apis.QmlativClient("http://127.0.0.1:9", "key", "secret") as client:
+        read = client.read_all(7, "Student", "Student", 1)
+        assert next(read)[0] == [{"StudentID": 1}]
+        with pytest.raises(apis.SourceApiError, match="HTTP 503"):
+            list(read)
+    assert len(fetched) < total // 4, len(fetched)
+
+
 def test_districts_file_loads_and_points_at_the_servers(inputs: Path, sb: Sandbox, tmp_path: Path):
     env_file = sb.write_districts_file(tmp_path / "out" / "districts.yaml")
     assert env_file == tmp_path / "out" / "districts.env"
