@@ -7,7 +7,7 @@ from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
 from sg_orchestration.ingest.assets import INGEST_ASSETS
 from sg_orchestration.partitions import DISTRICTS
 from sg_orchestration.publish.assets import build_qmlativ_publish_asset
-from sg_orchestration.transform.dbt import build_dbt_assets, dbt_resource
+from sg_orchestration.transform.dbt import build_dbt_assets
 from sg_orchestration.validate.qmlativ import build_qmlativ_validation_asset
 
 instance_storage.install()  # every process that runs this code location's steps or runs
@@ -22,5 +22,4 @@ defs = dg.Definitions(
     jobs=JOBS,
     schedules=SCHEDULES,
     sensors=SENSORS,
-    resources={"dbt": dbt_resource()},
 )

@@ -123,6 +123,42 @@ def test_publish_twice_with_no_change_sends_zero_requests(writeback):
     assert sum(r.counts["sent"] for r in second) == 0
 
 
+def test_a_screen_unchanged_since_a_complete_publish_is_not_planned_again_and_counts_as_its_plan_would(
+    writeback,
+):
+    """Issue 7: an unchanged night costs what changed. A screen whose desired state (its dbt builds, what
+    validation holds back) and ledger are those its last complete publish left is reported, not planned;
+    any change to either plans it again."""
+    first = publish_writeback(writeback.district)
+    assert not any(r.settled for r in first) and sum(r.counts["created"] for r in first) > 0
+    planned = {r.resource: r.planned for r in publish_writeback(writeback.district, dry_run=True)}
+    writeback.reset_stats()
+    second = publish_writeback(writeback.district)
+    assert writeback.writes() == {}
+    assert all(r.settled for r in second)
+    for r in second:
+        assert r.planned == planned[r.resource], r.resource
+        assert {k: r.counts[k] for k in ("unchanged", "skipped", "held")} == {
+            k: planned[r.resource][k] for k in ("unchanged", "skipped", "held")
+        }
+    # The ledger changed (a record failed on a later run, say): that screen is planned, and the plan
+    # sends the record again.
+    with connect() as con:
+        con.execute(
+            "update ops.publish_ledger set last_status = 'failed', content_hash = 'x' where key_hash = "
+            "(select min(key_hash) from ops.publish_ledger where resource = 'dyslexia' and target_id is not null)"
+        )
+    third = {r.resource: r for r in publish_writeback(writeback.district)}
+    assert not third["dyslexia"].settled and third["dyslexia"].counts["updated"] == 1
+    assert all(r.settled for name, r in third.items() if name != "dyslexia")
+    # A dbt build gives every table a new build id: every screen is planned again, and sends nothing.
+    _build_marts()
+    writeback.reset_stats()
+    assert not any(r.settled for r in publish_writeback(writeback.district))
+    assert writeback.writes() == {}
+    assert all(r.settled for r in publish_writeback(writeback.district))
+
+
 def test_one_field_changed_sends_exactly_one_update_and_a_voided_document_one_delete(writeback):
     publish_writeback(writeback.district)
     with connect() as con:

@@ -151,6 +151,7 @@ class PublishResult:
     errors: Counter = field(default_factory=Counter)
     actions: list[tuple[str, str]] = field(default_factory=list)
     refusal: str | None = None
+    settled: bool = False  # nothing changed since a publish that left nothing to do: not planned again
 
     @property
     def name(self) -> str:
@@ -235,6 +236,7 @@ def publish(
     guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
     batch_size: int = 2000,
     flush_s: float = 2.0,
+    desired_version: str | None = None,
 ) -> PublishResult:
     """Publish one resource's desired state; runs its own asyncio loop (call it from a sync asset).
 
@@ -243,7 +245,22 @@ def publish(
     (key_hash, content_hash, payload JSON, lookup_key), or such tuples (`ledger.register_desired`).
     `retry_rejected` re-sends records a target refused with a 4xx even though they have not changed.
     `guard` (None: no guard) refuses a plan deleting too much: nothing of it is sent, `refusal` says why.
+
+    `desired_version`: a digest of everything `desired` is computed from (the caller's promise: the same
+    version, the same desired state). A run that leaves nothing failed or pending records it with the
+    ledger's state (`ledger.settle`); while both stay the same, a later run reports the counts its plan
+    would give, without evaluating the desired state or planning (an unchanged night costs one query).
     """
+    scope = (district_id, target, resource)
+    settles = desired_version is not None and not dry_run and not retry_rejected
+    if settles:
+        with con_factory() as con:
+            ledger.ensure_ledger(con)
+            kept = ledger.kept(con, *scope, desired_version)
+        if kept is not None:
+            log.info("publish %s/%s/%s: settled, nothing to send: %s", *scope, kept)
+            planned = {**dict.fromkeys((*ledger.ACTIONS, "pending"), 0), **kept}
+            return PublishResult(*scope, dry_run=False, planned=planned, counts=Counter(kept), settled=True)
     run = _Run(
         district_id,
         target,
@@ -257,7 +274,20 @@ def publish(
         flush_s,
         guard,
     )
-    return _on_ledger(con_factory, desired, run, lambda: run.run(dry_run, retry_rejected))
+
+    def settle(con) -> None:
+        done = run.result.counts
+        if settles and not (run.result.refusal or done["failed"] or done["pending"] or done["refused"]):
+            # What the next plan gives: what this run created or updated is then unchanged.
+            unchanged = done["unchanged"] + done["created"] + done["updated"]
+            ledger.settle(
+                con,
+                *scope,
+                desired_version,
+                {"unchanged": unchanged, "skipped": done["skipped"], "held": done["held"]},
+            )
+
+    return _on_ledger(con_factory, desired, run, lambda: run.run(dry_run, retry_rejected), settle)
 
 
 def resync(
@@ -307,13 +337,17 @@ def resync(
     return _on_ledger(con_factory, desired, run, lambda: run.resync(dry_run))
 
 
-def _on_ledger(con_factory: ConnectionFactory, desired: ledger.Desired, run: _Run, work):
-    """Hold one connection for the run (it writes the ledger), with the desired state registered on it."""
+def _on_ledger(con_factory: ConnectionFactory, desired: ledger.Desired, run: _Run, work, after=None):
+    """Hold one connection for the run (it writes the ledger), with the desired state registered on it;
+    `after(con)` once the run has ended and its results are written."""
     with con_factory() as con:
         ledger.ensure_ledger(con)
         ledger.register_desired(con, desired)
         run.con = con
-        return asyncio.run(work())
+        result = asyncio.run(work())
+        if after:
+            after(con)
+        return result
 
 
 class _Run:

@@ -16,6 +16,8 @@ changes), `deleted` (withdrawn from the target).
 from __future__ import annotations
 
 import itertools
+import json
+import weakref
 from collections.abc import Iterable
 
 import duckdb
@@ -41,6 +43,18 @@ create table if not exists ops.publish_ledger (
 );
 -- ledgers created before `lookup_key` existed
 alter table ops.publish_ledger add column if not exists lookup_key varchar;
+-- Per resource, the last publish that left nothing to do: the version of the desired state it published,
+-- the ledger's state after it, and the counts a plan of the same desired state and ledger gives (`kept`).
+create table if not exists ops.publish_settled (
+    district_id varchar not null,
+    target varchar not null,
+    resource varchar not null,
+    desired_version varchar not null,
+    ledger_state varchar not null,
+    counts varchar not null,           -- JSON: unchanged, skipped, held
+    settled_at timestamptz not null,
+    primary key (district_id, target, resource)
+);
 """
 
 ACTIONS = ("create", "update", "delete")
@@ -63,8 +77,13 @@ DESIRED_PAGE_ROWS = 50_000  # desired-state tuples go into DuckDB this many at a
 Desired = str | duckdb.DuckDBPyRelation | Iterable[tuple[str, str, str | None, str | None]]
 
 
+_ENSURED: weakref.WeakSet = weakref.WeakSet()  # connections the DDL has run on (each screen asks again)
+
+
 def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
-    con.execute(LEDGER_DDL)
+    if con not in _ENSURED:
+        con.execute(LEDGER_DDL)
+        _ENSURED.add(con)
 
 
 def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
@@ -170,6 +189,33 @@ def plan(
     )
     con.execute("drop table _publish_diff")
     return counts
+
+
+# A digest of a resource's ledger rows, every column: any write to them changes it.
+_STATE_SQL = """
+    select count(*) || ':' || coalesce(bit_xor(hash(key_hash, content_hash, target_id, etag, last_status,
+        last_action, last_error, rejected_hash, lookup_key)), 0) || ':' || coalesce(max(updated_at)::varchar, '')
+    from ops.publish_ledger where district_id = $d and target = $t and resource = $r
+"""
+
+
+def settle(con, district_id: str, target: str, resource: str, desired_version: str, counts: dict) -> None:
+    """Record that publishing `desired_version` left the resource with nothing to do (`kept`)."""
+    con.execute(
+        f"insert or replace into ops.publish_settled select $d, $t, $r, $v, ({_STATE_SQL}), $c, now()",
+        {"d": district_id, "t": target, "r": resource, "v": desired_version, "c": json.dumps(counts)},
+    )
+
+
+def kept(con, district_id: str, target: str, resource: str, desired_version: str) -> dict | None:
+    """The plan's counts when the desired state is still `desired_version` and the ledger is as its last
+    settled publish left it: the plan would send nothing, so it need not be made. None otherwise."""
+    row = con.execute(
+        f"select counts from ops.publish_settled where district_id = $d and target = $t and resource = $r "
+        f"and desired_version = $v and ledger_state = ({_STATE_SQL})",
+        {"d": district_id, "t": target, "r": resource, "v": desired_version},
+    ).fetchone()
+    return json.loads(row[0]) if row else None
 
 
 def held(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str) -> int:

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import date
 
 import aiohttp
+import duckdb
 
 from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
@@ -175,6 +176,40 @@ def desired_sql(form: Source, district_id: str) -> str:
     """
 
 
+def desired_versions(con, district: District) -> dict[str, str | None]:
+    """Per screen, a version of what `desired_sql` reads (`engine.publish`'s `desired_version`): its text,
+    where it is sent, the build ids of the mart view and the intermediate table beneath it
+    (`ops.relation_builds`: a table changes only when dbt builds it), and the records validation holds
+    back. None when a build id is not known (a warehouse built before the ids were recorded)."""
+    relations = {f.table: (f"marts.{mart_name(f)}", f"intermediate.{intermediate_name(f)}") for f in FORMS}
+    try:
+        builds = dict(
+            con.execute(
+                "select relation, arg_max(build_id, built_at) from ops.relation_builds "
+                "where list_contains(?, relation) group by relation",
+                [[r for pair in relations.values() for r in pair]],
+            ).fetchall()
+        )
+    except duckdb.CatalogException:  # no dbt build has recorded ids yet
+        return dict.fromkeys(relations)
+    held = {
+        target: (n, x)
+        for target, n, x in con.execute(
+            "select target, count(distinct record_key_hash), bit_xor(distinct hash(record_key_hash)) "
+            "from ops.error_log where district_id = ? and stage = 'validate' and resolved_at is null "
+            "group by target",
+            [district.id],
+        ).fetchall()
+    }
+    versions: dict[str, str | None] = {}
+    for form in FORMS:
+        ids = [builds.get(r) for r in relations[form.table]]
+        parts = [desired_sql(form, district.id), repr(adapter(district, form)), district.qmlativ.base_url]
+        parts += [*ids, repr(held.get(f"{TARGET}/{form.table}"))]
+        versions[form.table] = None if None in ids else hashlib.sha256("\0".join(parts).encode()).hexdigest()
+    return versions
+
+
 def _tokens(district: District) -> QmlativTokens:
     cfg = district.qmlativ
     assert cfg and cfg.base_url, "the Qmlativ writeback needs qmlativ.base_url"
@@ -230,6 +265,7 @@ def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_
     warehouse again costs ~20 ms a screen)."""
     tokens = _tokens(district)
     with connect() as con:
+        versions = desired_versions(con, district) if engine_call is publish else {}
         results = [
             engine_call(
                 lambda: nullcontext(con),
@@ -244,6 +280,7 @@ def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_
                 dry_run=dry_run,
                 retry=retry,
                 guard=delete_guard(district, form, confirm_deletes),
+                **({"desired_version": versions[form.table]} if engine_call is publish else {}),
             )
             for form in FORMS
         ]

@@ -7,20 +7,17 @@ A step builds only for a district that has its target (the Ed-Fi and OneRoster s
 (`transform.reuse`); otherwise it reports its models as reused.
 """
 
-import importlib.metadata
 import json
 import os
 import shutil
-import sys
 from collections.abc import Mapping
-from functools import cache, cached_property
+from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
 from typing import Any
 
 import dagster as dg
-from dagster_dbt import DagsterDbtTranslator, DbtCliResource, DbtProject, dbt_assets
-from packaging import version
+from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 
 from sg_orchestration.catalog import SAMEGOAL_PROGRAMS, SOURCES_BY_NAME
 from sg_orchestration.config import District, current_districts
@@ -43,20 +40,99 @@ def prepare(project: DbtProject | None = None) -> None:
     invoke("parse", project_dir=project.project_dir if project else DBT_PROJECT_DIR)
 
 
-def invoke(*args: str, project_dir: Path = DBT_PROJECT_DIR):
-    """A dbt command in this process (`dbtRunner`) on the project, quiet: `prepare`, the bench and the
-    tests. The nightly's steps run dbt through dagster-dbt instead. A command that fails raises, naming
-    the nodes that failed."""
+def invoke(*args: str, project_dir: Path = DBT_PROJECT_DIR, callbacks=(), quiet: bool = True):
+    """A dbt command in this process (`dbtRunner`) on the project: `prepare`, the bench, the tests and the
+    nightly's steps (`build_in_process`). A command that fails raises, naming the nodes that failed (never
+    dbt's messages, which may quote a row; those are in dbt's log)."""
     from dbt.cli.main import dbtRunner
 
     warehouse_env()
-    where = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir), "--quiet"]
-    result = dbtRunner().invoke([*args, *where])
+    where = ["--project-dir", str(project_dir), "--profiles-dir", str(project_dir), *(["--quiet"] * quiet)]
+    try:
+        result = dbtRunner(callbacks=list(callbacks)).invoke([*args, *where])
+    finally:
+        release_warehouse()
     if not result.success:
         results = getattr(result.result, "results", None) or []
-        failed = [r.node.name for r in results if r.status in ("error", "fail")]
-        raise RuntimeError(f"dbt {args[0]} failed in {project_dir}: {result.exception or failed}")
+        failed = [f"{r.node.name} ({r.status})" for r in results if r.status in ("error", "fail")]
+        # A node's error can quote a row; one before any node ran (profile, connection, parse) cannot.
+        more = f" and {len(failed) - 3} more" if len(failed) > 3 else ""
+        cause = ", ".join(failed[:3]) + more if failed else " ".join(str(result.exception).split())[:300]
+        logs = Path(args[args.index("--log-path") + 1]) if "--log-path" in args else project_dir / "logs"
+        raise DbtFailed(f"dbt {args[0]} failed: {cause} (dbt's log: {logs / 'dbt.log'})")
     return result
+
+
+class DbtFailed(RuntimeError):
+    pass
+
+
+def release_warehouse() -> None:
+    """dbt-duckdb keeps its DuckDB database open in the process after a command (a class attribute): close
+    it, so the warehouse is this process's to open again with its own settings, and its memory is freed."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    with DuckDBConnectionManager._LOCK:
+        env, DuckDBConnectionManager._ENV = DuckDBConnectionManager._ENV, None
+        if env is not None:
+            env.close()
+
+
+PARTIAL_PARSE = "partial_parse.msgpack"
+# The dbt events that carry a node's result: what dagster-dbt turns into materializations and checks.
+RESULT_EVENTS = frozenset({"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"})
+
+
+def build_in_process(context: dg.AssetExecutionContext, command: str, target: Path):
+    """`dbt <command>` of the step's selection in this process, its results as dagster-dbt's events.
+
+    dbt runs where the step runs: the modules dagster-dbt already imported are reused, which saves the ~2.5
+    s a dbt subprocess takes to start. The step's selection is dagster-dbt's own (the same arguments its
+    `DbtCliResource.cli` passes), and its results go through dagster-dbt's event translation."""
+    from dagster_dbt.asset_utils import get_updated_cli_invocation_params_for_context
+    from dagster_dbt.core.dbt_cli_event import DbtCoreCliEventMessage
+    from dbt_common.events.functions import msg_to_dict
+
+    params = get_updated_cli_invocation_params_for_context(
+        context=context, manifest={}, dagster_dbt_translator=Translator()
+    )
+    indirect = ["--indirect-selection", params.indirect_selection] if params.indirect_selection else []
+    results: list[dict] = []
+
+    def keep(msg) -> None:
+        if msg.info.name in RESULT_EVENTS:
+            results.append(msg_to_dict(msg))
+
+    project = params.dbt_project or dbt_project()
+    shutil.rmtree(target, ignore_errors=True)
+    target.mkdir(parents=True)
+    shared = Path(project.project_dir) / "target" / PARTIAL_PARSE
+    if shared.is_file():  # the last parse, which dbt reuses when nothing it depends on changed
+        shutil.copyfile(shared, target / PARTIAL_PARSE)
+    args = [
+        command,
+        *params.selection_args,
+        *indirect,
+        "--target-path",
+        str(target),
+        "--log-path",
+        str(target),
+    ]
+    failed = None
+    try:
+        invoke(*args, project_dir=Path(project.project_dir), callbacks=[keep], quiet=False)
+    except DbtFailed as exc:
+        failed = exc  # what finished is still reported, then the step fails
+    for raw in results:
+        yield from DbtCoreCliEventMessage(raw_event=raw, event_history_metadata={}).to_default_asset_events(
+            manifest=params.manifest,
+            dagster_dbt_translator=params.dagster_dbt_translator,
+            context=context,
+            target_path=target,
+            project=project,
+        )
+    if failed:
+        raise failed
 
 
 def warehouse_env() -> None:
@@ -87,9 +163,6 @@ TARGET_MODELS: dict[str, str] = {
     "edfi": "staging.campus",
     "oneroster": "staging.powerschool staging.oneroster",
 }
-
-
-PARTIAL_PARSE = "partial_parse.msgpack"
 
 
 def target_path(step: str, district_id: str) -> Path:
@@ -123,7 +196,7 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
         pool=WAREHOUSE_POOL,
         name=name,
     )
-    def _models(context: dg.AssetExecutionContext, dbt: DbtCliResource):
+    def _models(context: dg.AssetExecutionContext):
         district = current_districts().get(context.partition_key)
         if not needed(target, district):
             # Nothing is yielded, so this target's later steps do not run for the district either.
@@ -164,15 +237,10 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
             if plan.action == "reuse":
                 return
         path = target_path(name, district.id)
-        shutil.rmtree(path, ignore_errors=True)
         # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
-        invocation = dbt.cli(
-            ["build" if plan.action == "build" else "test"], context=context, target_path=path
-        )
-        yield from invocation.stream()
+        yield from build_in_process(context, "build" if plan.action == "build" else "test", path)
         keep_parse(path)
-        results = invocation.get_artifact("run_results.json")["results"]
-        if not context.is_subset and all(r["status"] in ("success", "pass") for r in results):
+        if not context.is_subset:  # build_in_process raised if a node failed
             with connect() as con:
                 reuse.record_clean_build(con, district.id, name, current, context.run.run_id, project)
 
@@ -197,30 +265,3 @@ def build_dbt_assets() -> tuple[dg.AssetsDefinition, ...]:
     # Imported late so that `prepare()` can run before the districts file exists (the partitions read it).
     warehouse_env()
     return tuple(_build_target_assets(t) for t in TARGET_MODELS)
-
-
-def dbt_executable() -> str:
-    """dbt from the environment this process runs in: cron and systemd call `.venv/bin/sg-orch` without the
-    virtual environment on PATH."""
-    beside = os.path.join(os.path.dirname(sys.executable), "dbt")
-    return beside if os.access(beside, os.X_OK) else shutil.which("dbt") or "dbt"
-
-
-class DbtCli(DbtCliResource):
-    """dagster-dbt's resource, without two costs per process that this project does not use: `dbt --version`
-    in a subprocess (~3 s; the dbt beside this interpreter is the installed dbt-core) and a dbt adapter in
-    the Dagster process (only for row counts and column metadata, which no asset fetches)."""
-
-    @cached_property
-    def _cli_version(self) -> version.Version:
-        if self.dbt_executable == os.path.join(os.path.dirname(sys.executable), "dbt"):
-            return version.parse(importlib.metadata.version("dbt-core"))
-        return DbtCliResource._cli_version.func(self)
-
-    def _initialize_dbt_core_adapter(self, args):
-        return None
-
-
-def dbt_resource() -> DbtCliResource:
-    warehouse_env()
-    return DbtCli(project_dir=dbt_project(), dbt_executable=dbt_executable())
