@@ -159,6 +159,22 @@ def test_a_screen_unchanged_since_a_complete_publish_is_not_planned_again_and_co
     assert all(r.settled for r in publish_writeback(writeback.district))
 
 
+def test_each_qmlativ_mart_is_a_view_of_its_intermediate_table_only():
+    """What `desired_versions` relies on: a screen's desired state changes only when dbt builds its
+    intermediate table (or the mart view), whose build ids it reads."""
+    import json
+
+    from sg_orchestration.transform.dbt import dbt_project
+    from sg_orchestration.transform.staging import intermediate_name, mart_name
+
+    nodes = json.loads(dbt_project().manifest_path.read_text())["nodes"]
+    for form in FORMS:
+        mart = nodes[f"model.sg_orchestration.{mart_name(form)}"]
+        table = f"model.sg_orchestration.{intermediate_name(form)}"
+        assert mart["config"]["materialized"] == "view" and mart["depends_on"]["nodes"] == [table], form.table
+        assert nodes[table]["config"]["materialized"] == "table", form.table
+
+
 def test_one_field_changed_sends_exactly_one_update_and_a_voided_document_one_delete(writeback):
     publish_writeback(writeback.district)
     with connect() as con:

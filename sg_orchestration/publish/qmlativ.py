@@ -17,6 +17,8 @@ import weakref
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import date
+from functools import cache
+from pathlib import Path
 
 import aiohttp
 import duckdb
@@ -179,8 +181,10 @@ def desired_sql(form: Source, district_id: str) -> str:
 def desired_versions(con, district: District) -> dict[str, str | None]:
     """Per screen, a version of what `desired_sql` reads (`engine.publish`'s `desired_version`): its text,
     where it is sent, the build ids of the mart view and the intermediate table beneath it
-    (`ops.relation_builds`: a table changes only when dbt builds it), and the records validation holds
-    back. None when a build id is not known (a warehouse built before the ids were recorded)."""
+    (`ops.relation_builds`: a table changes only when dbt builds it; the mart is a view of that table
+    only, which a test pins), the records validation holds back, and the publish code itself (a release
+    plans every screen again once). None when a build id is not known (a warehouse built before the ids
+    were recorded)."""
     relations = {f.table: (f"marts.{mart_name(f)}", f"intermediate.{intermediate_name(f)}") for f in FORMS}
     try:
         builds = dict(
@@ -204,10 +208,18 @@ def desired_versions(con, district: District) -> dict[str, str | None]:
     versions: dict[str, str | None] = {}
     for form in FORMS:
         ids = [builds.get(r) for r in relations[form.table]]
-        parts = [desired_sql(form, district.id), repr(adapter(district, form)), district.qmlativ.base_url]
+        parts = [_code_digest(), desired_sql(form, district.id), repr(adapter(district, form))]
+        parts.append(district.qmlativ.base_url)
         parts += [*ids, repr(held.get(f"{TARGET}/{form.table}"))]
         versions[form.table] = None if None in ids else hashlib.sha256("\0".join(parts).encode()).hexdigest()
     return versions
+
+
+@cache
+def _code_digest() -> str:
+    """The publish package's source: what plans and renders the records."""
+    files = sorted(Path(__file__).parent.glob("*.py"))
+    return hashlib.sha256(b"".join(f.read_bytes() for f in files)).hexdigest()
 
 
 def _tokens(district: District) -> QmlativTokens:
