@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import os
 import shutil
 import socket
@@ -53,6 +54,15 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _collect_less() -> None:
+    """What is loaded by now (Dagster, dbt, pandas, the definitions: ~400,000 objects) lives as long as the
+    process: take it out of the cyclic collector, and collect the young objects less often. Each full
+    collection scanned all of it: ~0.7 s of a small night's ~1 s of collections (measured with gc.callbacks
+    on a 50-student cold night), more when dbt parses in the process."""
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def run_district(
     districts_file: Path,
     district_id: str,
@@ -77,6 +87,7 @@ def run_district(
     from sg_orchestration.warehouse import run_lock
 
     job = defs.resolve_job_def("nightly")
+    _collect_less()
     tags = {PID_TAG: str(os.getpid()), HOST_TAG: socket.gethostname()}
     if dry_run:
         tags[DRY_RUN_TAG] = "true"

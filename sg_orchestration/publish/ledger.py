@@ -18,7 +18,8 @@ from __future__ import annotations
 import itertools
 import json
 import weakref
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 
 import duckdb
 import pyarrow as pa
@@ -84,6 +85,20 @@ def ensure_ledger(con: duckdb.DuckDBPyConnection) -> None:
     if con not in _ENSURED:
         con.execute(LEDGER_DDL)
         _ENSURED.add(con)
+
+
+@contextmanager
+def cursor(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection]:
+    """A cursor of `con` for another thread (a connection of its own to the same database, with its own
+    temp tables and transactions), known to have the ledger when `con` has it: the DDL, run from two
+    threads at once, could conflict in DuckDB's catalog."""
+    cur = con.cursor()
+    if con in _ENSURED:
+        _ENSURED.add(cur)
+    try:
+        yield cur
+    finally:
+        cur.close()
 
 
 def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
