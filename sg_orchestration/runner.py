@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import atexit
 import gc
 import os
 import shutil
@@ -55,12 +56,14 @@ def _alive(pid: int) -> bool:
 
 
 def _collect_less() -> None:
-    """What is loaded by now (Dagster, dbt, pandas, the definitions: ~400,000 objects) lives as long as the
-    process: take it out of the cyclic collector, and collect the young objects less often. Each full
-    collection scanned all of it: ~0.7 s of a small night's ~1 s of collections (measured with gc.callbacks
-    on a 50-student cold night), more when dbt parses in the process."""
+    """What is loaded by now (Dagster, dbt, the definitions: ~350,000 objects) lives as long as the process:
+    take it out of the cyclic collector, whose every full collection scanned all of it (~0.7 s of a small
+    night's ~1 s of collections, measured with gc.callbacks on a 50-student cold night). The thresholds
+    stay Python's: collected late, the cycles of a load's pandas frames raised a 200,000-student night's
+    peak by ~500 MiB. Unfrozen at exit, so the interpreter frees it as before (DuckDB's bindings report
+    what is never freed as leaked)."""
     gc.freeze()
-    gc.set_threshold(50_000, 20, 100)
+    atexit.register(gc.unfreeze)
 
 
 def run_district(

@@ -10,7 +10,7 @@ import fcntl
 import json
 import os
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 
@@ -110,6 +110,14 @@ def quote(identifier: str) -> str:
 def literal(text: str) -> str:
     """A SQL string literal."""
     return "'" + text.replace("'", "''") + "'"
+
+
+def text_rows(names: Sequence[str], columns: Sequence[Sequence[str | None]]) -> tuple[str, dict]:
+    """Rows of text, given column by column, as a SQL subquery with columns `names` and its named
+    parameters (one list each): into DuckDB without Arrow or pandas (the first Arrow table a process
+    builds imports pandas, ~0.25 s of a publish run in a process of its own), and as fast."""
+    selects = ", ".join(f"unnest($_col{i}::varchar[]) as {quote(n)}" for i, n in enumerate(names))
+    return f"(select {selects})", {f"_col{i}": list(c) for i, c in enumerate(columns)}
 
 
 def raw_table(source: Source) -> str:

@@ -38,10 +38,10 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import duckdb
-import pyarrow as pa
 
 from sg_orchestration.publish import ledger
 from sg_orchestration.publish.sender import GaveUp, Reply, Request, RetryPolicy, Sender, TokenProvider
+from sg_orchestration.warehouse import text_rows
 
 log = logging.getLogger(__name__)
 
@@ -466,20 +466,8 @@ class _Run:
                 break
         result.counts["listed"] = len(ids)
         result.counts["not_ours"] = sum(k is None for k in keys)
-        table = pa.table(
-            {
-                "target_id": pa.array(ids, pa.string()),
-                "natural_key": pa.array(keys, pa.string()),
-                "fingerprint": pa.array(prints, pa.string()),
-            }
-        )
-        self.con.register("publish_target_rows", table)
-        try:
-            self.con.execute(
-                "create or replace temp table publish_target as select * from publish_target_rows"
-            )
-        finally:
-            self.con.unregister("publish_target_rows")
+        query, params = text_rows(("target_id", "natural_key", "fingerprint"), (ids, keys, prints))
+        self.con.execute(f"create or replace temp table publish_target as select * from {query}", params)
 
     def _resync_plan(self) -> tuple[Counter, list[tuple], list[str]]:
         """The fixes that need a request into `RESYNC_TABLE` (the plan's columns and `cause`); returns the

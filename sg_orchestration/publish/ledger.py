@@ -22,7 +22,8 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 
 import duckdb
-import pyarrow as pa
+
+from sg_orchestration.warehouse import text_rows
 
 LEDGER_DDL = """
 create schema if not exists ops;
@@ -125,17 +126,8 @@ def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
         )
         rows = iter(desired)
         while page := list(itertools.islice(rows, DESIRED_PAGE_ROWS)):
-            columns = list(zip(*page, strict=True))
-            con.register(
-                "publish_desired_rows",
-                pa.table(
-                    {n: pa.array(c, pa.string()) for n, c in zip(DESIRED_COLUMNS, columns, strict=True)}
-                ),
-            )
-            try:
-                con.execute(f"insert into publish_desired select {names} from publish_desired_rows")
-            finally:
-                con.unregister("publish_desired_rows")
+            query, params = text_rows(DESIRED_COLUMNS, list(zip(*page, strict=True)))
+            con.execute(f"insert into publish_desired select {names} from {query}", params)
     keyless = con.execute(
         "select count(*) from publish_desired where payload is not null and lookup_key is null"
     ).fetchall()[0][0]
@@ -248,20 +240,15 @@ def write(
     """Upsert ledger rows (tuples in `LEDGER_COLUMNS` order) in one transaction."""
     if not rows:
         return
-    columns = list(zip(*rows, strict=True))
-    batch = pa.table({n: pa.array(c, pa.string()) for n, c in zip(LEDGER_COLUMNS, columns, strict=True)})
+    query, params = text_rows(LEDGER_COLUMNS, list(zip(*rows, strict=True)))
     names = ", ".join(LEDGER_COLUMNS)
-    con.register("publish_batch", batch)
-    try:
-        con.execute(
-            f"""
-            insert or replace into ops.publish_ledger (district_id, target, resource, {names}, updated_at)
-            select $d, $t, $r, {names}, now() from publish_batch
-            """,
-            {"d": district_id, "t": target, "r": resource},
-        )
-    finally:
-        con.unregister("publish_batch")
+    con.execute(
+        f"""
+        insert or replace into ops.publish_ledger (district_id, target, resource, {names}, updated_at)
+        select $d, $t, $r, {names}, now() from {query}
+        """,
+        {"d": district_id, "t": target, "r": resource, **params},
+    )
 
 
 def forget(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, keys: list[str]):
