@@ -84,7 +84,10 @@ class QmlativTokens:
         async with lock:
             if force or not self._fresh():
                 held = self._token
-                await asyncio.to_thread(self._fetching.acquire)  # one fetch at a time across threads
+                # One fetch at a time across threads. Polled, not awaited in a thread: a task cancelled
+                # while waiting must not leave the lock taken.
+                while not self._fetching.acquire(blocking=False):
+                    await asyncio.sleep(0.01)
                 try:
                     # another screen's thread may have fetched it meanwhile
                     if (force and self._token == held) or not self._fresh():
@@ -289,8 +292,8 @@ def resync_writeback(
 def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_deletes, retry) -> list:
     """The screens, `SCREEN_WORKERS` at a time, each on a cursor of one warehouse connection (opening and
     checkpointing a large warehouse again costs ~20 ms a screen). A screen's plan is a few small queries
-    and its sends wait on Qmlativ: two screens side by side keep both cores busy (a 1%-changed night of
-    10,000 students publishes in ~60% of the time one after another took). Each screen writes only its own
+    and its sends wait on Qmlativ: screens side by side keep both cores busy (1% of 10,000 students'
+    records changed: ~0.2-0.3 s instead of ~0.4 s one after another, measured in one warm process). Each screen writes only its own
     ledger rows, so they never conflict; the results are in FORMS order, and a screen that raises does
     not stop the others (its exception is raised once they are done). `concurrency` bounds the requests
     in flight to Qmlativ for the whole writeback: each screen gets its share."""
