@@ -7,6 +7,7 @@ DuckDB allows one writing process per file, so every asset that writes here runs
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import os
 import time
@@ -165,6 +166,32 @@ def _upgrade_snapshots(con: duckdb.DuckDBPyConnection) -> None:
 _initialised: set[str] = set()  # warehouse files whose tables this process has created
 
 
+def _ensure_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """The `raw` and `ops` tables, created or upgraded unless the file says this very schema is in place
+    (`ops.warehouse_schema`, the digest of the DDL, with every raw table still there): a process's first
+    connection then costs two small queries instead of some forty statements (~60-90 ms)."""
+    ddl = OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES)
+    digest = hashlib.sha256(f"{ddl}\0{RETIRED}".encode()).hexdigest()
+    try:
+        (held,) = con.execute("select max(digest) from ops.warehouse_schema").fetchone()
+        (tables,) = con.execute(
+            "select count(*) from duckdb_tables() where database_name = current_database() "
+            "and schema_name = 'raw' and list_contains(?, table_name)",
+            [[s.name for s in SOURCES]],
+        ).fetchone()
+        if held == digest and tables == len(SOURCES):
+            return
+    except duckdb.CatalogException:  # a new warehouse, or one from before the digest
+        pass
+    con.execute(ddl)
+    _upgrade_snapshots(con)
+    con.execute(
+        "create table if not exists ops.warehouse_schema (digest varchar not null);"
+        "delete from ops.warehouse_schema;"
+        f"insert into ops.warehouse_schema values ('{digest}')"
+    )
+
+
 def _open(path: str, read_only: bool) -> duckdb.DuckDBPyConnection:
     """DuckDB refuses a second writing process; one started outside the Dagster pool (another instance, a
     tool) waits for the file instead of failing half-way, up to SG_WAREHOUSE_WAIT_S seconds."""
@@ -191,8 +218,7 @@ def connect(read_only: bool = False) -> Iterator[duckdb.DuckDBPyConnection]:
     con.execute("set preserve_insertion_order = false")
     try:
         if not read_only and str(path) not in _initialised:
-            con.execute(OPS_DDL + ";\n".join(raw_table_ddl(s) for s in SOURCES))
-            _upgrade_snapshots(con)
+            _ensure_schema(con)
             _initialised.add(str(path))
         yield con
     finally:

@@ -450,8 +450,9 @@ def test_a_warehouse_that_kept_whole_snapshots_is_upgraded_to_the_current_rows(t
     _enrollments(tmp_path, range(3))
     first, _ = ingest_source(ENROLLMENTS, district)
     _enrollments(tmp_path, range(2))
-    with connect() as con:  # the old layout: no column, the second load appended whole
+    with connect() as con:  # the old layout: no column, the second load appended whole, no schema digest
         con.execute("alter table raw.campus__enrollments drop column _retired_load")
+        con.execute("drop table ops.warehouse_schema")
         con.execute(
             "insert into raw.campus__enrollments by name select * exclude (_load_id), 999 as _load_id "
             "from raw.campus__enrollments where enrollment_id in ('E0', 'E1')"

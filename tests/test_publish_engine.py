@@ -609,8 +609,8 @@ def test_creates_are_marked_pending_before_they_are_sent_in_few_ledger_writes(ta
     lock = threading.Lock()
     write = ledger.write
 
-    def recording_write(con, district_id, target_, resource, rows):
-        write(con, district_id, target_, resource, rows)  # committed when it returns
+    def recording_write(con, district_id, target_, rows):
+        write(con, district_id, target_, rows)  # committed when it returns
         with lock:
             events.extend(("pending", r[8]) for r in rows if r[4] == "pending")
             events.append(("write", ""))
@@ -874,7 +874,10 @@ def test_a_desired_state_of_tuples_goes_into_duckdb_a_page_at_a_time(tmp_path, m
     monkeypatch.setattr(ledger, "DESIRED_PAGE_ROWS", 2)
     rows = [(f"k{i}", f"c{i}", json.dumps({"n": i}) if i % 2 else None, f"doc{i}") for i in range(5)]
     with duckdb.connect(str(tmp_path / "w.duckdb")) as con:
-        ledger.register_desired(con, (r for r in rows))
-        assert con.execute("select * from publish_desired order by key_hash").fetchall() == rows
-        ledger.register_desired(con, iter(()))
+        ledger.register_desired(con, {"things": (r for r in rows)})
+        assert (
+            con.execute("select * exclude (resource) from publish_desired order by key_hash").fetchall()
+            == rows
+        )
+        ledger.register_desired(con, {"things": iter(())})
         assert con.execute("select count(*) from publish_desired").fetchone() == (0,)

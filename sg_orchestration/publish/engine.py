@@ -28,6 +28,7 @@ while a create is pending (`ledger.py`).
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import time
@@ -41,7 +42,7 @@ import duckdb
 
 from sg_orchestration.publish import ledger
 from sg_orchestration.publish.sender import GaveUp, Reply, Request, RetryPolicy, Sender, TokenProvider
-from sg_orchestration.warehouse import text_rows
+from sg_orchestration.warehouse import literal, text_rows
 
 log = logging.getLogger(__name__)
 
@@ -219,6 +220,17 @@ class ResyncResult:
         return {f"{self.resource}/{k}": int(self.counts.get(k, 0)) for k in names}
 
 
+@dataclass(frozen=True)
+class Resource:
+    """One resource of a target for `publish_resources`: as `publish`'s arguments of the same names."""
+
+    name: str
+    desired: ledger.Desired
+    adapter: Adapter
+    guard: DeleteGuard | None = DeleteGuard()  # noqa: RUF009 - frozen
+    desired_version: str | None = None
+
+
 def publish(
     con_factory: ConnectionFactory,
     district_id: str,
@@ -229,65 +241,92 @@ def publish(
     base_url: str,
     token_provider: TokenProvider,
     *,
-    concurrency: int = 16,
-    dry_run: bool = False,
-    retry: RetryPolicy | None = None,
-    retry_rejected: bool = False,
     guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
-    batch_size: int = 2000,
-    flush_s: float = 2.0,
     desired_version: str | None = None,
+    **options: Any,
 ) -> PublishResult:
     """Publish one resource's desired state; runs its own asyncio loop (call it from a sync asset).
 
     `con_factory()` is a context manager yielding a DuckDB connection (e.g. `warehouse.connect`); one is
     held for the run to write the ledger. `desired` is a SQL query or table name with columns
     (key_hash, content_hash, payload JSON, lookup_key), or such tuples (`ledger.register_desired`).
-    `retry_rejected` re-sends records a target refused with a 4xx even though they have not changed.
     `guard` (None: no guard) refuses a plan deleting too much: nothing of it is sent, `refusal` says why.
+    `options`: those of `publish_resources` (concurrency, dry_run, retry, retry_rejected: re-send records
+    a target refused with a 4xx even though they have not changed, batch_size, flush_s).
 
     `desired_version`: a digest of everything `desired` is computed from (the caller's promise: the same
     version, the same desired state). A run that leaves nothing failed or pending records it with the
     ledger's state (`ledger.settle`); while both stay the same, a later run reports the counts its plan
     would give, without evaluating the desired state or planning (an unchanged night costs one query).
     """
-    scope = (district_id, target, resource)
-    settles = desired_version is not None and not dry_run and not retry_rejected
-    if settles:
-        with con_factory() as con:
-            ledger.ensure_ledger(con)
-            kept = ledger.kept(con, *scope, desired_version)
-        if kept is not None:
-            log.info("publish %s/%s/%s: settled, nothing to send: %s", *scope, kept)
-            planned = {**dict.fromkeys((*ledger.ACTIONS, "pending"), 0), **kept}
-            return PublishResult(*scope, dry_run=False, planned=planned, counts=Counter(kept), settled=True)
-    run = _Run(
-        district_id,
-        target,
-        resource,
-        adapter,
-        base_url,
-        token_provider,
-        concurrency,
-        retry,
-        batch_size,
-        flush_s,
-        guard,
+    only = Resource(resource, desired, adapter, guard, desired_version)
+    (result,) = publish_resources(
+        con_factory, district_id, target, [only], base_url, token_provider, **options
     )
+    return result
 
-    def settle(con) -> None:
-        done = run.result.counts
-        if settles and not (run.result.refusal or done["failed"] or done["pending"] or done["refused"]):
-            # What the next plan gives: what this run created or updated is then unchanged.
-            unchanged = done["unchanged"] + done["created"] + done["updated"]
-            ledger.settle(
-                con,
-                *scope,
-                desired_version,
-                {"unchanged": unchanged, "skipped": done["skipped"], "held": done["held"]},
-            )
 
-    return _on_ledger(con_factory, desired, run, lambda: run.run(dry_run, retry_rejected), settle)
+def publish_resources(
+    con_factory: ConnectionFactory,
+    district_id: str,
+    target: str,
+    resources: list[Resource],
+    base_url: str,
+    token_provider: TokenProvider,
+    *,
+    concurrency: int = 16,
+    dry_run: bool = False,
+    retry: RetryPolicy | None = None,
+    retry_rejected: bool = False,
+    batch_size: int = 2000,
+    flush_s: float = 2.0,
+) -> list[PublishResult]:
+    """Publish several resources of one target in one run, each as `publish` describes (its own plan,
+    guard, counts, settled state), results in the order of `resources`: one connection, one event loop
+    and one sender (`concurrency` requests in flight for them all), and each step one SQL statement for
+    every resource. A statement costs DuckDB a millisecond or more whatever its size, a commit a few: ten
+    screens planned one after another cost ten times the statements of ten planned at once."""
+    settles = not dry_run and not retry_rejected
+    results: dict[str, PublishResult] = {}
+    with con_factory() as con:
+        ledger.ensure_ledger(con)
+        if settles:
+            versions = {r.name: r.desired_version for r in resources if r.desired_version is not None}
+            for name, kept in ledger.kept(con, district_id, target, versions).items():
+                results[name] = settled_result(district_id, target, name, kept)
+        to_do = [r for r in resources if r.name not in results]
+        if to_do:
+            ledger.register_desired(con, {r.name: r.desired for r in to_do})
+            run = _Run(con, district_id, target, to_do, base_url, token_provider, concurrency, retry)
+            run.batch_size, run.flush_s = batch_size, flush_s
+            results.update(asyncio.run(run.run(dry_run, retry_rejected)))
+            if settles:
+                settled = {
+                    r.name: (r.desired_version, counts)
+                    for r in to_do
+                    if r.desired_version is not None and (counts := _settles(results[r.name])) is not None
+                }
+                ledger.settle(con, district_id, target, settled)
+    return [results[r.name] for r in resources]
+
+
+def _settles(result: PublishResult) -> dict | None:
+    """What the next plan of the same desired state gives, when this run left nothing to do (what it
+    created or updated is then unchanged); None when it left something failed, pending or refused."""
+    done = result.counts
+    if result.refusal or done["failed"] or done["pending"] or done["refused"]:
+        return None
+    unchanged = done["unchanged"] + done["created"] + done["updated"]
+    return {"unchanged": unchanged, "skipped": done["skipped"], "held": done["held"]}
+
+
+def settled_result(district_id: str, target: str, resource: str, kept: dict) -> PublishResult:
+    """The result of a resource settled since its last publish (`ledger.kept`): the counts its plan gives."""
+    log.info("publish %s/%s/%s: settled, nothing to send: %s", district_id, target, resource, kept)
+    planned = {**dict.fromkeys((*ledger.ACTIONS, "pending"), 0), **kept}
+    return PublishResult(
+        district_id, target, resource, dry_run=False, planned=planned, counts=Counter(kept), settled=True
+    )
 
 
 def resync(
@@ -321,104 +360,100 @@ def resync(
     Objects without a natural key are not ours and left alone. Orphan deletes are subject to `guard`,
     over the objects the target holds that carry a natural key; a refused resync fixes nothing.
     """
-    run = _Run(
-        district_id,
-        target,
-        resource,
-        adapter,
-        base_url,
-        token_provider,
-        concurrency,
-        retry,
-        batch_size,
-        flush_s,
-        guard,
-    )
-    return _on_ledger(con_factory, desired, run, lambda: run.resync(dry_run))
-
-
-def _on_ledger(con_factory: ConnectionFactory, desired: ledger.Desired, run: _Run, work, after=None):
-    """Hold one connection for the run (it writes the ledger), with the desired state registered on it;
-    `after(con)` once the run has ended and its results are written."""
     with con_factory() as con:
         ledger.ensure_ledger(con)
-        ledger.register_desired(con, desired)
-        run.con = con
-        result = asyncio.run(work())
-        if after:
-            after(con)
-        return result
+        ledger.register_desired(con, {resource: desired})
+        only = Resource(resource, desired, adapter, guard)
+        run = _Run(con, district_id, target, [only], base_url, token_provider, concurrency, retry)
+        run.batch_size, run.flush_s = batch_size, flush_s
+        return asyncio.run(run.resync(dry_run))
 
 
 class _Run:
+    """One run over `resources` of a target. Every row it plans, sends and records carries its resource."""
+
+    batch_size = 2000
+    flush_s = 2.0
+
     def __init__(
-        self,
-        district_id,
-        target,
-        resource,
-        adapter,
-        base_url,
-        tokens,
-        concurrency,
-        retry,
-        batch,
-        flush_s,
-        guard,
+        self, con, district_id, target, resources: list[Resource], base_url, tokens, concurrency, retry
     ):
-        self.scope = (district_id, target, resource)
-        self.adapter: Adapter = adapter
-        self.raw_payload = bool(getattr(adapter, "raw_payload", False))
+        self.con: duckdb.DuckDBPyConnection = con
+        self.district_id, self.target = district_id, target
+        self.resources = {r.name: r for r in resources}
+        self.raw_payload = {r.name: bool(getattr(r.adapter, "raw_payload", False)) for r in resources}
         self.base_url = base_url
         self.tokens = tokens
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
-        self.batch_size = batch
-        self.flush_s = flush_s
-        self.guard: DeleteGuard | None = guard
-        self.con: duckdb.DuckDBPyConnection
-        self.result = PublishResult(district_id, target, resource, dry_run=False)
+        self.results = {r.name: PublishResult(district_id, target, r.name, dry_run=False) for r in resources}
         self.fixes: Counter | None = None  # a resync's counts per cause, as its fixes succeed
         self.buffer: list[tuple] = []
         self.flushed_at = 0.0  # time.monotonic() of the last ledger write of results
 
-    async def run(self, dry_run: bool, retry_rejected: bool) -> PublishResult:
-        result = self.result
-        result.dry_run = dry_run
+    async def run(self, dry_run: bool, retry_rejected: bool) -> dict[str, PublishResult]:
+        names = list(self.resources)
         if dry_run:
-            result.planned = ledger.plan(self.con, *self.scope, retry_rejected=retry_rejected)
-            result.actions = self.con.execute(
-                f"select key_hash, action from {ledger.PLAN_TABLE} order by seq"
-            ).fetchall()
-            self._guard(result, result.planned["delete"], ledger.held(self.con, *self.scope))
-            return result
+            planned = ledger.plan(self.con, self.district_id, self.target, names, retry_rejected)
+            for name, key_hash, action in self.con.execute(
+                f"select resource, key_hash, action from {ledger.PLAN_TABLE} order by seq"
+            ).fetchall():
+                self.results[name].actions.append((key_hash, action))
+            for name, result in self.results.items():
+                result.dry_run = True
+                result.planned = planned[name]
+                self._guard(name, result, planned[name]["delete"])
+            return self.results
         async with Sender(self.base_url, self.tokens, self.concurrency, self.retry) as self.sender:
             try:
                 await self._resolve_pending()
-                result.planned = ledger.plan(self.con, *self.scope, retry_rejected=retry_rejected)
-                result.counts.update(
-                    {k: result.planned[k] for k in ("unchanged", "skipped", "pending", "held")}
-                )
-                if not self._guard(result, result.planned["delete"], ledger.held(self.con, *self.scope)):
-                    await self._send_plan(ledger.PLAN_TABLE)
+                planned = ledger.plan(self.con, self.district_id, self.target, names, retry_rejected)
+                refused = []
+                for name, result in self.results.items():
+                    result.planned = planned[name]
+                    result.counts.update(
+                        {k: planned[name][k] for k in ("unchanged", "skipped", "pending", "held")}
+                    )
+                    if self._guard(name, result, planned[name]["delete"]):
+                        refused.append(name)
+                if refused:  # nothing of a refused plan is sent
+                    self.con.execute(
+                        f"delete from {ledger.PLAN_TABLE} where list_contains(?, resource)", [refused]
+                    ).fetchall()
+                await self._send_plan(ledger.PLAN_TABLE)
             finally:
                 self._flush()  # a cancelled or failing run still keeps what it heard back
-        log.info("publish %s/%s/%s: %s", *self.scope, dict(result.counts))
-        return result
+        for name, result in self.results.items():
+            log.info("publish %s/%s/%s: %s", self.district_id, self.target, name, dict(result.counts))
+        return self.results
 
-    def _guard(self, result: PublishResult | ResyncResult, deletes: int, held: int) -> bool:
-        """Whether the mass-delete guard refuses these deletes (recorded in `result`)."""
-        name = f"{self.scope[1]}/{self.scope[2]}"
-        refusal = self.guard.refusal(name, deletes, held) if self.guard else None
+    def _guard(
+        self, name: str, result: PublishResult | ResyncResult, deletes: int, held: int | None = None
+    ) -> bool:
+        """Whether the mass-delete guard refuses these deletes (recorded in `result`) out of `held`, by
+        default what the ledger says the target holds (asked only when there are deletes enough to guard)."""
+        guard = self.resources[name].guard
+        refusal = None
+        if guard and deletes >= guard.min_deletes:
+            if held is None:
+                held = ledger.held(self.con, self.district_id, self.target, name)
+            refusal = guard.refusal(f"{self.target}/{name}", deletes, held)
         if refusal:
             result.refusal = refusal
             result.counts["refused"] = deletes
-            log.warning("publish %s: refused: %s", self.scope[0], refusal)
+            log.warning("publish %s: refused: %s", self.district_id, refusal)
         return refusal is not None
 
     # --- resync -------------------------------------------------------------------------------------
+    @property
+    def _only(self) -> Resource:
+        """The resource of a single-resource run (a resync)."""
+        (only,) = self.resources.values()
+        return only
+
     async def resync(self, dry_run: bool) -> ResyncResult:
-        district_id, target, resource = self.scope
-        result = ResyncResult(district_id, target, resource, dry_run)
+        resource = self._only.name
+        result = ResyncResult(self.district_id, self.target, resource, dry_run)
         async with Sender(self.base_url, self.tokens, self.concurrency, self.retry) as self.sender:
             try:
                 if not dry_run:
@@ -426,36 +461,38 @@ class _Run:
                 await self._list_target(result)
                 fixes, adopted_now, cleared = self._resync_plan()
                 ours = result.counts["listed"] - result.counts["not_ours"]
-                if self._guard(result, fixes["deleted_orphan"], ours):
+                if self._guard(resource, result, fixes["deleted_orphan"], ours):
                     pass  # nothing fixed: `refused` says why
                 elif dry_run:
                     result.counts.update(fixes)  # what it would fix
                 else:
                     for key_hash, content_hash, target_id in adopted_now:
-                        self._record(key_hash, content_hash, target_id, None, "sent", "resync", None)
+                        self._record(
+                            resource, key_hash, content_hash, target_id, None, "sent", "resync", None
+                        )
                     for key_hash in cleared:
-                        self._record(key_hash, None, None, None, "deleted", "resync", None)
+                        self._record(resource, key_hash, None, None, None, "deleted", "resync", None)
                     self._flush()
                     result.counts.update(adopted=len(adopted_now), cleared_missing=len(cleared))
                     self.fixes = result.counts  # the requests' successes and failures count here
                     await self._send_plan(RESYNC_TABLE)
             finally:
                 self._flush()
-        result.errors.update(self.result.errors)
-        log.info("resync %s/%s/%s: %s", *self.scope, dict(result.counts))
+        result.errors.update(self.results[resource].errors)
+        log.info("resync %s/%s/%s: %s", self.district_id, self.target, resource, dict(result.counts))
         return result
 
     async def _list_target(self, result: ResyncResult) -> None:
         """Every object the target holds into the temp table `publish_target(target_id, natural_key,
         fingerprint)`: no field of an object is kept beyond its fingerprint."""
-        adapter: ListingAdapter = self.adapter  # type: ignore[assignment]
+        adapter: ListingAdapter = self._only.adapter  # type: ignore[assignment]
         ids, keys, prints = [], [], []
         cursor = None
         while True:
             reply = await self.sender.send(adapter.listing(cursor))
             if not 200 <= reply.status < 300:
                 raise ResyncError(
-                    f"{'/'.join(self.scope[1:])}: listing the target failed: {_cause(reply, None)}"
+                    f"{self.target}/{self._only.name}: listing the target failed: {_cause(reply, None)}"
                 )
             objects, cursor = adapter.listed(cursor, reply)
             for obj in objects:
@@ -473,8 +510,8 @@ class _Run:
         """The fixes that need a request into `RESYNC_TABLE` (the plan's columns and `cause`); returns the
         count per cause, the adoptions that need no request (key_hash, content_hash, target_id) and the
         ledger rows to record as deleted (`cleared_missing`)."""
-        district_id, target, resource = self.scope
-        adapter: ListingAdapter = self.adapter  # type: ignore[assignment]
+        district_id, target, resource = self.district_id, self.target, self._only.name
+        adapter: ListingAdapter = self._only.adapter  # type: ignore[assignment]
         self.con.execute(
             """
             create or replace temp table _resync_all as
@@ -549,8 +586,8 @@ class _Run:
         ]
         self.con.execute("delete from _resync_all where cause = 'cleared_missing'")
         self.con.execute(
-            f"create or replace temp table {RESYNC_TABLE} as "
-            "select row_number() over () as seq, * exclude (fingerprint) from _resync_all"
+            f"create or replace temp table {RESYNC_TABLE} as select row_number() over () as seq, "
+            f"{literal(resource)} as resource, * exclude (fingerprint) from _resync_all"
         )
         fixes: Counter = Counter(
             dict(self.con.execute(f"select cause, count(*) from {RESYNC_TABLE} group by 1").fetchall())
@@ -564,43 +601,45 @@ class _Run:
         """Look up each pending create by the natural key kept with it. Found: recorded as sent, so the
         plan updates it, or deletes it when it has been withdrawn meanwhile. Not found: forgotten (planned
         as a create again when still wanted). Not answered: stays pending, for the next run."""
-        district_id, target, resource = self.scope
         pending = self.con.execute(
             """
-            select l.key_hash, l.content_hash, coalesce(l.lookup_key, d.lookup_key)
-            from ops.publish_ledger l left join publish_desired d using (key_hash)
-            where l.district_id = ? and l.target = ? and l.resource = ? and l.last_status = 'pending'
+            select l.resource, l.key_hash, l.content_hash, coalesce(l.lookup_key, d.lookup_key)
+            from ops.publish_ledger l left join publish_desired d using (resource, key_hash)
+            where l.district_id = ? and l.target = ? and list_contains(?, l.resource)
+              and l.last_status = 'pending'
             """,
-            [district_id, target, resource],
+            [self.district_id, self.target, list(self.resources)],
         ).fetchall()
-        absent: list[str] = []
+        absent: list[tuple[str, str]] = []
 
-        async def resolve(key_hash: str, content_hash: str, lookup_key: str | None) -> None:
+        async def resolve(resource: str, key_hash: str, content_hash: str, lookup_key: str | None) -> None:
+            result = self.results[resource]
             if lookup_key is None:
                 # Left by a version that did not keep the natural key, and withdrawn since: only the
                 # resync, which lists the target, can settle it.
-                self.result.errors["lookup: pending create without its natural key (resync settles it)"] += 1
+                result.errors["lookup: pending create without its natural key (resync settles it)"] += 1
                 return
             try:
-                target_id = await self._lookup(lookup_key)
+                target_id = await self._lookup(resource, lookup_key)
             except GaveUp as exc:
-                self.result.errors[f"lookup {exc.cause}"] += 1
+                result.errors[f"lookup {exc.cause}"] += 1
                 return  # stays pending; creates are not planned for it until it is resolved
             if target_id is None:
-                absent.append(key_hash)
+                absent.append((resource, key_hash))
             else:
-                self.result.counts["resolved"] += 1
-                self._record(key_hash, content_hash, target_id, None, "sent", "resolve", None)
+                result.counts["resolved"] += 1
+                self._record(resource, key_hash, content_hash, target_id, None, "sent", "resolve", None)
 
         await asyncio.gather(*(resolve(*row) for row in pending))
         self._flush()
-        ledger.forget(self.con, *self.scope, absent)
+        ledger.forget(self.con, self.district_id, self.target, absent)
 
-    async def _lookup(self, natural_key: str) -> str | None:
-        reply = await self.sender.send(self.adapter.lookup(natural_key))
+    async def _lookup(self, resource: str, natural_key: str) -> str | None:
+        adapter = self.resources[resource].adapter
+        reply = await self.sender.send(adapter.lookup(natural_key))
         if not 200 <= reply.status < 300:
             raise GaveUp(f"{reply.status} on lookup", ambiguous=True)
-        return self.adapter.found(reply)
+        return adapter.found(reply)
 
     # --- the plan --------------------------------------------------------------------------------------
     async def _send_plan(self, table: str) -> None:
@@ -613,19 +652,21 @@ class _Run:
 
         def rows():
             seq = 0
-            while page := self.con.execute(
-                f"select seq, key_hash, action, content_hash, payload, target_id, etag, held_hash, "
-                f"lookup_key, {cause} from {table} where seq > ? order by seq limit ?",
-                [seq, self.batch_size],
-            ).fetchall():
-                seq = page[-1][0]
+            while seq is not None and (
+                page := self.con.execute(
+                    f"select seq, resource, key_hash, action, content_hash, payload, target_id, etag, "
+                    f"held_hash, lookup_key, {cause} from {table} where seq > ? order by seq limit ?",
+                    [seq, self.batch_size],
+                ).fetchall()
+            ):
+                seq = page[-1][0] if len(page) == self.batch_size else None  # a short page is the last
                 # Committed before any of these creates is sent, with the natural key: a kill leaves them
                 # to be looked up, even if they are withdrawn before the next run. The results heard
                 # back so far go in the same write.
                 marks = [
-                    (r[1], r[3], None, None, "pending", "create", None, None, r[8])
+                    (r[2], r[4], None, None, "pending", "create", None, None, r[9], r[1])
                     for r in page
-                    if r[2] == "create"
+                    if r[3] == "create"
                 ]
                 self._flush(marks)
                 for row in page:
@@ -651,77 +692,111 @@ class _Run:
             ticker.cancel()
 
     async def _perform(
-        self, key_hash, action, content_hash, payload_json, target_id, etag, held_hash, lookup_key, cause
+        self,
+        resource,
+        key_hash,
+        action,
+        content_hash,
+        payload_json,
+        target_id,
+        etag,
+        held_hash,
+        lookup_key,
+        cause,
     ) -> None:
         """One request and its ledger row. `key_hash` None: an object the ledger does not know (a resync's
         orphan), nothing recorded. `cause`: the resync cause counted when it succeeds. An adapter with
         `raw_payload` gets the stored JSON text (to send as it is), any other the decoded payload."""
-        raw = payload_json is None or self.raw_payload
+        adapter = self.resources[resource].adapter
+        raw = payload_json is None or self.raw_payload[resource]
         payload = payload_json if raw else json.loads(payload_json)
         found: list[str] = []
+        done = functools.partial(self._succeeded, resource, key_hash, action, content_hash)
+        failed = functools.partial(self._failed, resource, key_hash, action)
 
         async def recover() -> bool:
-            if (existing := await self._lookup(lookup_key)) is not None:
+            if (existing := await self._lookup(resource, lookup_key)) is not None:
                 found.append(existing)
             return bool(found)
 
         try:
-            request = self.adapter.request(action, payload, target_id, etag)
+            request = adapter.request(action, payload, target_id, etag)
             reply = await self.sender.send(request, recover if action == "create" else None)
             if reply is None:  # an unanswered create had been applied
-                self._succeeded(key_hash, action, content_hash, found[0], None, cause)
+                done(found[0], None, cause)
             elif 200 <= reply.status < 300 or (action == "delete" and reply.status in (404, 410)):
-                new_id, new_etag = self.adapter.applied(action, reply) if reply.status < 300 else (None, None)
+                new_id, new_etag = adapter.applied(action, reply) if reply.status < 300 else (None, None)
                 if action == "create" and new_id is None:
                     raise GaveUp(f"{reply.status} answer without an id", ambiguous=True)
-                self._succeeded(key_hash, action, content_hash, new_id or target_id, new_etag, cause)
+                done(new_id or target_id, new_etag, cause)
             else:
                 error = _cause(reply, json.loads(payload_json) if payload_json is not None else None)
                 held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
-                self._failed(key_hash, action, error, *held, "failed", content_hash or ledger.WITHDRAWN)
+                failed(error, *held, "failed", content_hash or ledger.WITHDRAWN)
         except GaveUp as exc:
             if action == "create":
                 # Maybe applied: stays pending for the next run's lookup. Certainly not: planned afresh.
                 if exc.ambiguous:
-                    self._failed(
-                        key_hash, action, exc.cause, content_hash, None, None, "pending", None, lookup_key
-                    )
+                    failed(exc.cause, content_hash, None, None, "pending", None, lookup_key)
                 else:
-                    self._failed(key_hash, action, exc.cause, None, None, None, "failed")
+                    failed(exc.cause, None, None, None, "failed")
             else:
-                self._failed(key_hash, action, exc.cause, held_hash, target_id, etag, "failed")
+                failed(exc.cause, held_hash, target_id, etag, "failed")
         except Exception as exc:  # an adapter bug or an unreadable answer: one record fails, not the run
             held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
-            self._failed(key_hash, action, f"client error {type(exc).__name__}", *held, "failed")
+            failed(f"client error {type(exc).__name__}", *held, "failed")
 
-    def _succeeded(self, key_hash, action, content_hash, target_id, etag, cause=None) -> None:
-        counts = self.result.counts
+    def _succeeded(self, resource, key_hash, action, content_hash, target_id, etag, cause=None) -> None:
+        counts = self.results[resource].counts
         counts["sent"] += 1
         counts[{"create": "created", "update": "updated", "delete": "deleted"}[action]] += 1
         if cause and self.fixes is not None:
             self.fixes[cause] += 1
         if action == "delete":
-            self._record(key_hash, None, None, None, "deleted", action, None)
+            self._record(resource, key_hash, None, None, None, "deleted", action, None)
         else:
-            self._record(key_hash, content_hash, target_id, etag, "sent", action, None)
+            self._record(resource, key_hash, content_hash, target_id, etag, "sent", action, None)
 
     def _failed(
-        self, key_hash, action, cause, content_hash, target_id, etag, status, rejected=None, lookup_key=None
+        self,
+        resource,
+        key_hash,
+        action,
+        cause,
+        content_hash,
+        target_id,
+        etag,
+        status,
+        rejected=None,
+        lookup_key=None,
     ) -> None:
         # `pending`: the outcome is unknown (the next run looks it up); `failed`: it certainly failed
-        self.result.counts["pending" if status == "pending" else "failed"] += 1
+        result = self.results[resource]
+        result.counts["pending" if status == "pending" else "failed"] += 1
         if self.fixes is not None:
             self.fixes["failed"] += 1
-        self.result.errors[f"{action}: {cause}"] += 1
-        self._record(key_hash, content_hash, target_id, etag, status, action, cause, rejected, lookup_key)
+        result.errors[f"{action}: {cause}"] += 1
+        self._record(
+            resource, key_hash, content_hash, target_id, etag, status, action, cause, rejected, lookup_key
+        )
 
     # --- the ledger ------------------------------------------------------------------------------------
     def _record(
-        self, key_hash, content_hash, target_id, etag, status, action, error, rejected=None, lookup_key=None
+        self,
+        resource,
+        key_hash,
+        content_hash,
+        target_id,
+        etag,
+        status,
+        action,
+        error,
+        rejected=None,
+        lookup_key=None,
     ) -> None:
         if key_hash is None:  # an object the ledger does not know: nothing to record
             return
-        row = (key_hash, content_hash, target_id, etag, status, action, error, rejected, lookup_key)
+        row = (key_hash, content_hash, target_id, etag, status, action, error, rejected, lookup_key, resource)
         self.buffer.append(row)
         if len(self.buffer) >= 2 * self.batch_size:
             self._flush()
@@ -732,11 +807,11 @@ class _Run:
         rows, self.buffer = self.buffer, []
         if marks:
             if rows:
-                done = {r[0] for r in rows}
-                marks = [m for m in marks if m[0] not in done]
+                done = {(r[9], r[0]) for r in rows}
+                marks = [m for m in marks if (m[9], m[0]) not in done]
             rows += marks
         self.flushed_at = time.monotonic()
-        ledger.write(self.con, *self.scope, rows)
+        ledger.write(self.con, self.district_id, self.target, rows)
 
 
 def _cause(reply: Reply, payload: dict | None) -> str:

@@ -23,7 +23,7 @@ from contextlib import contextmanager
 
 import duckdb
 
-from sg_orchestration.warehouse import text_rows
+from sg_orchestration.warehouse import literal, text_rows
 
 LEDGER_DDL = """
 create schema if not exists ops;
@@ -102,63 +102,82 @@ def cursor(con: duckdb.DuckDBPyConnection) -> Iterator[duckdb.DuckDBPyConnection
         cur.close()
 
 
-def register_desired(con: duckdb.DuckDBPyConnection, desired: Desired) -> None:
-    """Evaluate the desired state once into the temp table
-    `publish_desired(key_hash, content_hash, payload, lookup_key)`: the plan, the pending lookups and the
-    resync read it several times, and a query over views is not cheap.
+def register_desired(con: duckdb.DuckDBPyConnection, desired: dict[str, Desired]) -> None:
+    """Evaluate the desired state of each resource (name -> desired state) once into the temp table
+    `publish_desired(resource, key_hash, content_hash, payload, lookup_key)`: the plan, the pending lookups
+    and the resync read it several times, and a query over views is not cheap. Queries go in as one
+    statement for all the resources.
 
-    `desired` is a SQL query or table name, a relation of this connection, or (key_hash, content_hash,
-    payload JSON, lookup_key) tuples. `lookup_key` is the record's natural key as the target knows it (what
-    `Adapter.lookup` and `Adapter.natural_key` use); `key_hash` is usually its md5. A row whose payload is
-    null is held back: what the target holds for it stays as it is.
+    A desired state is a SQL query or table name, a relation of this connection, or (key_hash,
+    content_hash, payload JSON, lookup_key) tuples. `lookup_key` is the record's natural key as the target
+    knows it (what `Adapter.lookup` and `Adapter.natural_key` use); `key_hash` is usually its md5. A row
+    whose payload is null is held back: what the target holds for it stays as it is.
     """
-    if isinstance(desired, duckdb.DuckDBPyRelation):
-        desired = desired.sql_query()
     names = ", ".join(DESIRED_COLUMNS)
-    if isinstance(desired, str):
-        query = desired if " " in desired.strip() else f"select {names} from {desired}"
-        con.execute(f"create or replace temp table publish_desired as select {names} from ({query})")
-    else:  # tuples: into the table a page at a time, never all of them in Python at once
+    queries, tuples = [], {}
+    for resource, state in desired.items():
+        if isinstance(state, duckdb.DuckDBPyRelation):
+            state = state.sql_query()
+        if isinstance(state, str):
+            query = state if " " in state.strip() else f"select {names} from {state}"
+            queries.append(f"select {literal(resource)} as resource, {names} from ({query})")
+        else:
+            tuples[resource] = state
+    if queries and not tuples:
+        con.execute("create or replace temp table publish_desired as " + " union all ".join(queries))
+    else:
+        columns = ("resource", *DESIRED_COLUMNS)
         con.execute(
             "create or replace temp table publish_desired ("
-            + ", ".join(f"{n} varchar" for n in DESIRED_COLUMNS)
+            + ", ".join(f"{n} varchar" for n in columns)
             + ")"
         )
-        rows = iter(desired)
-        while page := list(itertools.islice(rows, DESIRED_PAGE_ROWS)):
-            query, params = text_rows(DESIRED_COLUMNS, list(zip(*page, strict=True)))
-            con.execute(f"insert into publish_desired select {names} from {query}", params)
-    keyless = con.execute(
-        "select count(*) from publish_desired where payload is not null and lookup_key is null"
-    ).fetchall()[0][0]
-    if keyless:
-        raise ValueError(f"the desired state has {keyless} records without a lookup_key")
+        if queries:
+            con.execute(f"insert into publish_desired {' union all '.join(queries)}")
+        for resource, state in tuples.items():  # into the table a page at a time, never all in Python
+            rows = iter(state)
+            while page := list(itertools.islice(rows, DESIRED_PAGE_ROWS)):
+                query, params = text_rows(DESIRED_COLUMNS, list(zip(*page, strict=True)))
+                con.execute(
+                    f"insert into publish_desired select $r, {names} from {query}", {"r": resource, **params}
+                )
+    for resource, duplicates, keyless in con.execute(
+        "select resource, count(*) - count(distinct key_hash), "
+        "count(*) filter (payload is not null and lookup_key is null) from publish_desired group by resource"
+    ).fetchall():
+        if duplicates:
+            raise ValueError(f"the desired state of {resource} has {duplicates} duplicate key hashes")
+        if keyless:
+            raise ValueError(f"the desired state of {resource} has {keyless} records without a lookup_key")
 
 
 def plan(
-    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, retry_rejected: bool = False
-) -> dict[str, int]:
-    """Diff `publish_desired` against the ledger into the temp table `publish_plan`; counts per action.
+    con: duckdb.DuckDBPyConnection,
+    district_id: str,
+    target: str,
+    resources: list[str],
+    retry_rejected: bool = False,
+) -> dict[str, dict[str, int]]:
+    """Diff `publish_desired` against the ledger into the temp table `publish_plan`; counts per resource
+    and action.
 
-    `publish_plan(seq, key_hash, action, content_hash, payload, target_id, etag, held_hash, lookup_key)`:
-    one row per request to send. The counts also give `unchanged`, `skipped` (content the target refused before, not
-    re-sent until it changes, unless `retry_rejected`) and `pending` (creates of a killed run that could
-    not be looked up yet: never re-created blindly).
+    `publish_plan(seq, resource, key_hash, action, content_hash, payload, target_id, etag, held_hash,
+    lookup_key)`: one row per request to send. The counts also give `unchanged`, `skipped` (content the
+    target refused before, not re-sent until it changes, unless `retry_rejected`) and `pending` (creates of
+    a killed run that could not be looked up yet: never re-created blindly).
     """
-    duplicates = con.execute("select count(*) - count(distinct key_hash) from publish_desired").fetchall()[0][
-        0
-    ]
-    if duplicates:
-        raise ValueError(f"the desired state has {duplicates} duplicate key hashes")
     # The diff without payloads first: an unchanged record (most of them, most nights) costs a narrow row,
-    # and only the records to send get their payload, in the plan.
+    # and only the records to send get their payload, in the plan. `register_desired` has refused
+    # duplicate key hashes.
     con.execute(
         f"""
         create or replace temp table _publish_diff as
         with ledger as (
-            select * from ops.publish_ledger where district_id = $d and target = $t and resource = $r
+            select * from ops.publish_ledger
+            where district_id = $d and target = $t and list_contains($resources, resource)
         )
         select
+            coalesce(d.resource, l.resource) as resource,
             coalesce(d.key_hash, l.key_hash) as key_hash,
             case
                 when d.key_hash is null then 'delete'
@@ -175,54 +194,80 @@ def plan(
                     then 'skipped'
             end as hold
         from publish_desired d
-        full join ledger l using (key_hash)
+        full join ledger l on l.resource = d.resource and l.key_hash = d.key_hash
         where d.key_hash is not null or l.target_id is not null or l.last_status = 'pending'
         """,
-        {"d": district_id, "t": target, "r": resource, "retry": retry_rejected},
+        {"d": district_id, "t": target, "resources": resources, "retry": retry_rejected},
     )
-    counts = dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending", "held"), 0)
-    for action, n in con.execute(
-        "select coalesce(hold, action), count(*) from _publish_diff group by 1"
+    counts = {r: dict.fromkeys((*ACTIONS, "unchanged", "skipped", "pending", "held"), 0) for r in resources}
+    for resource, action, n in con.execute(
+        "select resource, coalesce(hold, action), count(*) from _publish_diff group by all"
     ).fetchall():
-        counts[action] += n
+        counts[resource][action] += n
     con.execute(
         f"""
         create or replace temp table {PLAN_TABLE} as
-        select row_number() over () as seq, x.key_hash, x.action, x.content_hash,
+        select row_number() over () as seq, x.resource, x.key_hash, x.action, x.content_hash,
             d.payload::varchar as payload, x.target_id, x.etag, x.held_hash, x.lookup_key
-        from _publish_diff x left join publish_desired d on x.action != 'delete' and d.key_hash = x.key_hash
+        from _publish_diff x left join publish_desired d
+            on x.action != 'delete' and d.resource = x.resource and d.key_hash = x.key_hash
         where x.hold is null
         """
     )
-    con.execute("drop table _publish_diff")
     return counts
 
 
 # A digest of a resource's ledger rows, every column: any write to them changes it.
-_STATE_SQL = """
-    select count(*) || ':' || coalesce(bit_xor(hash(key_hash, content_hash, target_id, etag, last_status,
-        last_action, last_error, rejected_hash, lookup_key)), 0) || ':' || coalesce(max(updated_at)::varchar, '')
-    from ops.publish_ledger where district_id = $d and target = $t and resource = $r
-"""
+_STATE = """count(*) || ':' || coalesce(bit_xor(hash(key_hash, content_hash, target_id, etag, last_status,
+        last_action, last_error, rejected_hash, lookup_key)), 0) || ':' || coalesce(max(updated_at)::varchar, '')"""
+_EMPTY_STATE = "0:0:"  # `_STATE` of no rows
 
 
-def settle(con, district_id: str, target: str, resource: str, desired_version: str, counts: dict) -> None:
-    """Record that publishing `desired_version` left the resource with nothing to do (`kept`)."""
+def settle(con, district_id: str, target: str, settled: dict[str, tuple[str, dict]]) -> None:
+    """Record, per resource (name -> (desired version, counts)), that publishing that version left it
+    with nothing to do (`kept`): one statement for them all."""
+    if not settled:
+        return
+    names = list(settled)
+    versions = [v for v, _ in settled.values()]
+    query, params = text_rows(
+        ("resource", "version", "counts"), (names, versions, [json.dumps(c) for _, c in settled.values()])
+    )
     con.execute(
-        f"insert or replace into ops.publish_settled select $d, $t, $r, $v, ({_STATE_SQL}), $c, now()",
-        {"d": district_id, "t": target, "r": resource, "v": desired_version, "c": json.dumps(counts)},
+        f"""
+        insert or replace into ops.publish_settled
+        with state as (
+            select resource, {_STATE} as state from ops.publish_ledger
+            where district_id = $d and target = $t and list_contains($_col0, resource) group by resource
+        )
+        select $d, $t, v.resource, v.version, coalesce(l.state, '{_EMPTY_STATE}'), v.counts, now()
+        from {query} v left join state l on l.resource = v.resource
+        """,
+        {"d": district_id, "t": target, **params},
     )
 
 
-def kept(con, district_id: str, target: str, resource: str, desired_version: str) -> dict | None:
-    """The plan's counts when the desired state is still `desired_version` and the ledger is as its last
-    settled publish left it: the plan would send nothing, so it need not be made. None otherwise."""
-    row = con.execute(
-        f"select counts from ops.publish_settled where district_id = $d and target = $t and resource = $r "
-        f"and desired_version = $v and ledger_state = ({_STATE_SQL})",
-        {"d": district_id, "t": target, "r": resource, "v": desired_version},
-    ).fetchone()
-    return json.loads(row[0]) if row else None
+def kept(con, district_id: str, target: str, versions: dict[str, str]) -> dict[str, dict]:
+    """Per resource of `versions` (resource -> desired version), the plan's counts when the desired state
+    is still that version and the ledger is as its last settled publish left it: the plan would send
+    nothing, so it need not be made. A resource not settled so is left out. One query for them all."""
+    if not versions:
+        return {}
+    query, params = text_rows(("resource", "version"), (list(versions), list(versions.values())))
+    rows = con.execute(
+        f"""
+        with state as (
+            select resource, {_STATE} as state from ops.publish_ledger
+            where district_id = $d and target = $t and list_contains($_col0, resource) group by resource
+        )
+        select s.resource, s.counts from ops.publish_settled s
+        join {query} v on v.resource = s.resource and v.version = s.desired_version
+        left join state l on l.resource = s.resource
+        where s.district_id = $d and s.target = $t and s.ledger_state = coalesce(l.state, '{_EMPTY_STATE}')
+        """,
+        {"d": district_id, "t": target, **params},
+    ).fetchall()
+    return {resource: json.loads(counts) for resource, counts in rows}
 
 
 def held(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str) -> int:
@@ -234,28 +279,28 @@ def held(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource
     ).fetchall()[0][0]
 
 
-def write(
-    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, rows: list[tuple]
-) -> None:
-    """Upsert ledger rows (tuples in `LEDGER_COLUMNS` order) in one transaction."""
+def write(con: duckdb.DuckDBPyConnection, district_id: str, target: str, rows: list[tuple]) -> None:
+    """Upsert ledger rows (tuples in `LEDGER_COLUMNS` order, then the resource) in one transaction."""
     if not rows:
         return
-    query, params = text_rows(LEDGER_COLUMNS, list(zip(*rows, strict=True)))
+    query, params = text_rows((*LEDGER_COLUMNS, "resource"), list(zip(*rows, strict=True)))
     names = ", ".join(LEDGER_COLUMNS)
     con.execute(
         f"""
         insert or replace into ops.publish_ledger (district_id, target, resource, {names}, updated_at)
-        select $d, $t, $r, {names}, now() from {query}
+        select $d, $t, resource, {names}, now() from {query}
         """,
-        {"d": district_id, "t": target, "r": resource, **params},
+        {"d": district_id, "t": target, **params},
     )
 
 
-def forget(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, keys: list[str]):
-    """Drop ledger rows: a pending create the target never applied is planned afresh as a create."""
+def forget(con: duckdb.DuckDBPyConnection, district_id: str, target: str, keys: list[tuple[str, str]]):
+    """Drop ledger rows, (resource, key_hash) pairs: a pending create the target never applied is planned
+    afresh as a create."""
     if keys:
+        query, params = text_rows(("resource", "key_hash"), list(zip(*keys, strict=True)))
         con.execute(
-            "delete from ops.publish_ledger where district_id = ? and target = ? and resource = ? "
-            "and list_contains(?, key_hash)",
-            [district_id, target, resource, keys],
+            f"delete from ops.publish_ledger l using {query} k where l.district_id = $d and l.target = $t "
+            "and l.resource = k.resource and l.key_hash = k.key_hash",
+            {"d": district_id, "t": target, **params},
         ).fetchall()  # DuckDB refuses to register a table while a statement's result is unread

@@ -32,9 +32,10 @@ from sg_orchestration.publish import ledger
 from sg_orchestration.publish.engine import (
     DeleteGuard,
     PublishResult,
+    Resource,
     ResyncResult,
     deletes_confirmed,
-    publish,
+    publish_resources,
     resync,
 )
 from sg_orchestration.publish.sender import Reply, Request, RetryPolicy
@@ -47,7 +48,7 @@ FORMS = SAMEGOAL_SOURCES
 EXPIRY_WARNING_DAYS = 30
 NATURAL_KEY = "SourceDocumentID"
 LIST_PAGE_SIZE = 1000  # the Generic API's largest page
-SCREEN_WORKERS = 3  # screens published side by side (`_each_screen`)
+SCREEN_WORKERS = 3  # screens resynced side by side (`resync_writeback`)
 
 
 def basic_authorization(key: str, secret_value: str) -> str:
@@ -272,9 +273,36 @@ def publish_writeback(
     confirm_deletes: str | None = None,
     retry: RetryPolicy | None = None,
 ) -> list[PublishResult]:
-    """Every screen's changes; a screen whose plan the mass-delete guard refuses sends nothing (its
-    result's `refusal` says why) while the others publish."""
-    return _each_screen(publish, district, dry_run, concurrency, confirm_deletes, retry)
+    """Every screen's changes, in one engine run (`engine.publish_resources`: the screens are planned
+    together and their requests share `concurrency`); a screen whose plan the mass-delete guard refuses
+    sends nothing (its result's `refusal` says why) while the others publish. Results in FORMS order."""
+    with connect() as con:
+        ledger.ensure_ledger(con)
+        versions = desired_versions(con, district)
+        screens = [
+            Resource(
+                form.table,
+                desired_sql(form, district.id),
+                adapter(district, form),
+                delete_guard(district, form, confirm_deletes),
+                versions[form.table],
+            )
+            for form in FORMS
+        ]
+        results = publish_resources(
+            lambda: nullcontext(con),
+            district.id,
+            TARGET,
+            screens,
+            district.qmlativ.base_url,
+            _tokens(district),
+            concurrency=concurrency,
+            dry_run=dry_run,
+            retry=retry,
+        )
+        if not dry_run:
+            record_publish_errors(con, district.id)
+    return results
 
 
 def resync_writeback(
@@ -285,27 +313,19 @@ def resync_writeback(
     confirm_deletes: str | None = None,
     retry: RetryPolicy | None = None,
 ) -> list[ResyncResult]:
-    """Reconcile every screen with what Qmlativ holds (`engine.resync`)."""
-    return _each_screen(resync, district, dry_run, concurrency, confirm_deletes, retry)
-
-
-def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_deletes, retry) -> list:
-    """The screens, `SCREEN_WORKERS` at a time, each on a cursor of one warehouse connection (opening and
-    checkpointing a large warehouse again costs ~20 ms a screen). A screen's plan is a few small queries
-    and its sends wait on Qmlativ: screens side by side keep both cores busy (1% of 10,000 students'
-    records changed: ~0.2-0.3 s instead of ~0.4 s one after another, measured in one warm process). Each screen writes only its own
-    ledger rows, so they never conflict; the results are in FORMS order, and a screen that raises does
-    not stop the others (its exception is raised once they are done). `concurrency` bounds the requests
-    in flight to Qmlativ for the whole writeback: each screen gets its share."""
+    """Reconcile every screen with what Qmlativ holds (`engine.resync`), `SCREEN_WORKERS` screens at a
+    time, each on a cursor of one warehouse connection: a resync mostly waits on the listing of its
+    screen. Each screen writes only its own ledger rows, so they never conflict; the results are in
+    FORMS order, and a screen that raises does not stop the others (its exception is raised once they
+    are done). `concurrency` bounds the requests in flight to Qmlativ for the whole resync."""
     tokens = _tokens(district)
     per_screen = -(-concurrency // SCREEN_WORKERS)
     with connect() as con:
-        versions = desired_versions(con, district) if engine_call is publish else {}
         ledger.ensure_ledger(con)
 
-        def one(form: Source):
+        def one(form: Source) -> ResyncResult:
             with ledger.cursor(con) as cursor:
-                return engine_call(
+                return resync(
                     lambda: nullcontext(cursor),
                     district.id,
                     TARGET,
@@ -318,7 +338,6 @@ def _each_screen(engine_call, district: District, dry_run, concurrency, confirm_
                     dry_run=dry_run,
                     retry=retry,
                     guard=delete_guard(district, form, confirm_deletes),
-                    **({"desired_version": versions[form.table]} if engine_call is publish else {}),
                 )
 
         with ThreadPoolExecutor(SCREEN_WORKERS, thread_name_prefix="qmlativ-screen") as pool:
