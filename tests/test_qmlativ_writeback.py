@@ -399,3 +399,39 @@ def test_a_student_who_no_longer_maps_keeps_their_records_in_qmlativ(writeback):
     assert not any(r.planned["delete"] for r in results)
     for form in FORMS:
         assert held[form.table] <= {o["SourceDocumentID"] for o in wb.store(form)}, form.table
+
+
+def _publish_in_child(district) -> None:
+    publish_writeback(district)
+
+
+def test_a_writeback_killed_mid_publish_across_screens_leaves_no_duplicates_and_nothing_lost(
+    tmp_path, monkeypatch, sandbox, districts, district_inputs
+):
+    """Every screen is in one run: SIGKILL it while requests of several screens are in flight (some
+    applied with their answer lost), then run again: each screen holds its desired documents once."""
+    import multiprocessing
+    import signal
+    import time
+
+    faults = {"slow_rate": 1.0, "slow_seconds": 0.02, "drop_after_write_rate": 0.2, "seed": 5}
+    wb = _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=faults)
+    try:
+        desired = sum(len(_desired(form)) for form in FORMS)
+        child = multiprocessing.get_context("spawn").Process(target=_publish_in_child, args=(wb.district,))
+        child.start()
+        deadline = time.monotonic() + 60
+        while sum(wb.writes().values()) < desired // 3:
+            assert child.is_alive() and time.monotonic() < deadline, "the child ended before the kill"
+            time.sleep(0.01)
+        os.kill(child.pid, signal.SIGKILL)
+        child.join(10)
+        assert 0 < sum(len(wb.store(form)) for form in FORMS) < desired  # killed half-way
+        set_faults(wb)
+        publish_writeback(wb.district)
+        _assert_store_equals_desired(wb)
+        wb.reset_stats()
+        assert sum(r.counts["sent"] for r in publish_writeback(wb.district)) == 0
+        assert wb.writes() == {}
+    finally:
+        wb.sandbox.__exit__(None, None, None)
