@@ -1148,7 +1148,7 @@ def _engine_publish(
 
     import duckdb
 
-    from sg_orchestration.publish.bench_servers import EdFiAdapter, StubTokens
+    from sg_orchestration.publish.bench_servers import EdFiAdapter, stub_tokens
     from sg_orchestration.publish.engine import publish
 
     path = work / "engine-ledger.duckdb"
@@ -1165,7 +1165,7 @@ def _engine_publish(
         desired.append(
             (hashlib.md5(key.encode()).hexdigest(), hashlib.md5(payload.encode()).hexdigest(), payload, key)
         )
-    tokens = StubTokens(base_url)
+    tokens = stub_tokens(base_url)
     # A warm-up publish of another resource first (as `publish.measure` warms its loop up): the first
     # call in a process pays one-time imports and initialisation that a nightly run pays once, not per
     # resource. `warmed` then resets the stub's count.

@@ -14,7 +14,6 @@ to the client being measured.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import urllib.request
 
@@ -22,6 +21,7 @@ from aiohttp import web
 
 from sg_orchestration.publish.measure import serve_app, server_process
 from sg_orchestration.publish.sender import Request
+from sg_orchestration.publish.tokens import ClientCredentials
 
 RESOURCE = "students"
 NAMESPACE = "ed-fi"
@@ -127,32 +127,9 @@ def student_records(n: int) -> list[str]:
     return records
 
 
-class StubTokens:
-    """Client-credentials tokens from the stub, cached until a minute before expiry (as `QmlativTokens`)."""
-
-    def __init__(self, base_url: str):
-        self._url = f"{base_url.rstrip('/')}/oauth/token"
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._lock: asyncio.Lock | None = None
-
-    async def token(self, force: bool = False) -> str:
-        import time
-
-        import aiohttp
-
-        self._lock = self._lock or asyncio.Lock()
-        async with self._lock:
-            if force or self._token is None or time.monotonic() > self._expires_at - 60:
-                auth = aiohttp.BasicAuth("bench", "bench")
-                async with (
-                    aiohttp.ClientSession() as session,
-                    session.post(self._url, data={"grant_type": "client_credentials"}, auth=auth) as reply,
-                ):
-                    body = await reply.json()
-                self._token = body["access_token"]
-                self._expires_at = time.monotonic() + float(body.get("expires_in", 3600))
-            return self._token
+def stub_tokens(base_url: str) -> ClientCredentials:
+    """Client-credentials tokens from the stub, as the engine gets them from a real Ed-Fi ODS/API."""
+    return ClientCredentials(f"{base_url.rstrip('/')}/oauth/token", "bench", "bench", system="Ed-Fi stub")
 
 
 class EdFiAdapter:

@@ -8,13 +8,8 @@ SameGoal document id: the records' natural key). A resync pages the screen's obj
 
 from __future__ import annotations
 
-import asyncio
-import base64
 import hashlib
 import json
-import threading
-import time
-import weakref
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -22,7 +17,6 @@ from datetime import date
 from functools import cache
 from pathlib import Path
 
-import aiohttp
 import duckdb
 
 from sg_orchestration import error_log
@@ -39,6 +33,7 @@ from sg_orchestration.publish.engine import (
     resync,
 )
 from sg_orchestration.publish.sender import Reply, Request, RetryPolicy
+from sg_orchestration.publish.tokens import ClientCredentials
 from sg_orchestration.transform.staging import intermediate_name, mart_name
 from sg_orchestration.validate.student_mapping import MAPPING_HINT
 from sg_orchestration.warehouse import connect, literal
@@ -51,62 +46,19 @@ LIST_PAGE_SIZE = 1000  # the Generic API's largest page
 SCREEN_WORKERS = 3  # screens resynced side by side (`resync_writeback`)
 
 
-def basic_authorization(key: str, secret_value: str) -> str:
-    """The `Authorization` header value for HTTP Basic key:secret."""
-    encode = getattr(aiohttp, "encode_basic_auth", None)  # aiohttp >= 3.13
-    if encode is not None:
-        return encode(key, secret_value)
-    return "Basic " + base64.b64encode(f"{key}:{secret_value}".encode()).decode("ascii")
-
-
 def payload_fields(table: str) -> tuple[str, ...]:
     """The Qmlativ fields the writeback sends for a screen, in payload order."""
     return ("StudentID", NATURAL_KEY, *QMLATIV_FIELDS[table].values())
 
 
-class QmlativTokens:
+class QmlativTokens(ClientCredentials):
     """One bearer token per connection: `GET /oauth/token?grant_type=client_credentials` with Basic
-    key:secret, cached until a minute before it expires, fetched again when the sender says it went stale."""
+    key:secret (`ClientCredentials`)."""
 
     def __init__(self, base_url: str, key: str, secret_value: str):
-        self._url = f"{base_url.rstrip('/')}/oauth/token"
-        self._auth = {"Authorization": basic_authorization(key, secret_value)}
-        self._token: str | None = None
-        self._expires_at = 0.0
-        self._locks: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-        self._fetching = threading.Lock()  # screens publish in threads, each with its own event loop
-
-    def _fresh(self) -> bool:
-        return self._token is not None and time.monotonic() <= self._expires_at - 60
-
-    async def token(self, force: bool = False) -> str:
-        # Each screen publishes in its own event loop; the token outlives them, a lock cannot.
-        lock = self._locks.setdefault(asyncio.get_running_loop(), asyncio.Lock())
-        async with lock:
-            if force or not self._fresh():
-                held = self._token
-                # One fetch at a time across threads. Polled, not awaited in a thread: a task cancelled
-                # while waiting must not leave the lock taken.
-                while not self._fetching.acquire(blocking=False):
-                    await asyncio.sleep(0.01)
-                try:
-                    # another screen's thread may have fetched it meanwhile
-                    if (force and self._token == held) or not self._fresh():
-                        await self._fetch()
-                finally:
-                    self._fetching.release()
-            return self._token
-
-    async def _fetch(self) -> None:
-        async with (
-            aiohttp.ClientSession() as session,
-            session.get(self._url, params={"grant_type": "client_credentials"}, headers=self._auth) as reply,
-        ):
-            if reply.status != 200:
-                raise PermissionError(f"Qmlativ token request refused: HTTP {reply.status} (check the key)")
-            body = await reply.json()
-        self._token = body["access_token"]
-        self._expires_at = time.monotonic() + float(body.get("expires_in", 3600))
+        super().__init__(
+            f"{base_url.rstrip('/')}/oauth/token", key, secret_value, method="GET", system="Qmlativ"
+        )
 
 
 @dataclass(frozen=True)
