@@ -105,6 +105,17 @@ class ListingAdapter(Adapter, Protocol):
         the target holds what the payload says."""
 
 
+class OptimisticAdapter(Adapter, Protocol):
+    """An adapter whose updates and deletes carry the etag the ledger holds (`If-Match`): a 412 answer
+    (changed since) is followed by one read of the object and one more try with its current etag."""
+
+    def current(self, target_id: str) -> Request:
+        """The request that reads the object `target_id`."""
+
+    def etag(self, reply: Reply) -> str | None:
+        """The current etag in a 2xx read answer."""
+
+
 @dataclass(frozen=True)
 class DeleteGuard:
     """Refuse a plan that deletes more than `max_share` of what the target holds for the resource, when
@@ -722,6 +733,13 @@ class _Run:
         try:
             request = adapter.request(action, payload, target_id, etag)
             reply = await self.sender.send(request, recover if action == "create" else None)
+            if (
+                reply is not None
+                and reply.status == 412
+                and action != "create"
+                and hasattr(adapter, "current")
+            ):
+                reply = await self._with_current_etag(adapter, action, payload, target_id, reply)
             if reply is None:  # an unanswered create had been applied
                 done(found[0], None, cause)
             elif 200 <= reply.status < 300 or (action == "delete" and reply.status in (404, 410)):
@@ -745,6 +763,14 @@ class _Run:
         except Exception as exc:  # an adapter bug or an unreadable answer: one record fails, not the run
             held = (None, None, None) if action == "create" else (held_hash, target_id, etag)
             failed(f"client error {type(exc).__name__}", *held, "failed")
+
+    async def _with_current_etag(self, adapter, action, payload, target_id, stale: Reply) -> Reply:
+        """A 412 (the object changed since the etag the ledger holds): read its current etag and send the
+        request once more with it (`OptimisticAdapter`); the stale answer stands when the read fails."""
+        current = await self.sender.send(adapter.current(target_id))
+        if not 200 <= current.status < 300:
+            return stale
+        return await self.sender.send(adapter.request(action, payload, target_id, adapter.etag(current)))
 
     def _succeeded(self, resource, key_hash, action, content_hash, target_id, etag, cause=None) -> None:
         counts = self.results[resource].counts

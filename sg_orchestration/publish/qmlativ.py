@@ -19,10 +19,9 @@ from pathlib import Path
 
 import duckdb
 
-from sg_orchestration import error_log
 from sg_orchestration.catalog import SAMEGOAL_SOURCES, Source
 from sg_orchestration.config import QMLATIV_FIELDS, District, secret
-from sg_orchestration.publish import ledger
+from sg_orchestration.publish import errors, ledger
 from sg_orchestration.publish.engine import (
     DeleteGuard,
     PublishResult,
@@ -316,29 +315,8 @@ PUBLISH_FIXES = {
 
 
 def record_publish_errors(con, district_id: str) -> None:
-    """The ledger's refused, failed and unresolved pending records as ops.error_log rows (stage `publish`),
-    resolved once sent; the fix follows the cause (`PUBLISH_FIXES`)."""
-    con.execute(
-        f"""
-        create or replace temp table _sg_refused as
-        select '{TARGET}/' || resource as target, key_hash as record_key_hash, null as field, null as value,
-            coalesce(last_error, 'the last request failed') as cause,
-            case
-                when last_status = 'pending' then $lookup
-                when rejected_hash is not null and (last_error like '401%' or last_error like '403%')
-                    then $access
-                when last_action = 'update' and (last_error like '404%' or last_error like '410%') then $gone
-                when rejected_hash is not null then $refused
-                else $transient
-            end as fix,
-            'Qmlativ ' || coalesce(last_action, '') as location, null::bigint as load_id
-        from ops.publish_ledger
-        where district_id = $d and target = '{TARGET}'
-          and (last_status = 'failed' or (last_status = 'pending' and last_error is not null))
-        """,
-        {"d": district_id, **PUBLISH_FIXES},
-    )
-    error_log.sync(con, district_id, "publish", "_sg_refused", scope=f"e.target like '{TARGET}/%'")
+    """The ledger's refused, failed and unresolved pending Qmlativ records as ops.error_log rows."""
+    errors.record(con, district_id, TARGET, "Qmlativ", PUBLISH_FIXES)
 
 
 def access_expiry_status(expires: date, today: date) -> tuple[bool, str | None]:
