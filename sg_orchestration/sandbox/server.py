@@ -12,6 +12,7 @@ import yaml
 from aiohttp import web
 
 from sg_orchestration.sandbox.data import read_district, write_atomically
+from sg_orchestration.sandbox.edfi import EdFiApi
 from sg_orchestration.sandbox.qmlativ import Faults, QmlativApi
 from sg_orchestration.sandbox.samegoal import SameGoalApi
 
@@ -19,12 +20,21 @@ SAMEGOAL_CLIENT_ID = "SG_SANDBOX_SAMEGOAL_CLIENT_ID"
 SAMEGOAL_CLIENT_SECRET = "SG_SANDBOX_SAMEGOAL_CLIENT_SECRET"
 QMLATIV_KEY = "SG_SANDBOX_QMLATIV_KEY"
 QMLATIV_SECRET = "SG_SANDBOX_QMLATIV_SECRET"
-CREDENTIAL_NAMES = (SAMEGOAL_CLIENT_ID, SAMEGOAL_CLIENT_SECRET, QMLATIV_KEY, QMLATIV_SECRET)
+EDFI_KEY = "SG_SANDBOX_EDFI_KEY"
+EDFI_SECRET = "SG_SANDBOX_EDFI_SECRET"
+CREDENTIAL_NAMES = (
+    SAMEGOAL_CLIENT_ID,
+    SAMEGOAL_CLIENT_SECRET,
+    QMLATIV_KEY,
+    QMLATIV_SECRET,
+    EDFI_KEY,
+    EDFI_SECRET,
+)
 FILE_DROP_SYSTEMS = ("powerschool", "oneroster", "campus")  # read from folders; the others come over the APIs
 
 
 class Sandbox:
-    """The SameGoal and Qmlativ servers over a generated input folder, on free ports:
+    """The SameGoal, Qmlativ and Ed-Fi servers over a generated input folder, on free ports:
 
         with Sandbox(inputs_dir) as sb:
             sb.urls["samegoal"], sb.credentials[SAMEGOAL_CLIENT_ID], sb.write_districts_file(path)
@@ -32,7 +42,8 @@ class Sandbox:
     Credentials (env-var name -> value) are random per sandbox unless given. The Qmlativ writeback objects
     persist in `state_dir` (default `{inputs}/.qmlativ-store/`), so a later sandbox there serves them;
     `qmlativ_faults` (see `qmlativ.Faults`, e.g. `{"error_rate": 0.2, "seed": 1}`) injects failures from
-    the start, and `POST /_sandbox/qmlativ/faults` changes them while running.
+    the start, and `POST /_sandbox/qmlativ/faults` changes them while running. The Ed-Fi ODS/API
+    emulator's records persist beside them (`edfi.sqlite3`); `edfi_faults` is its `qmlativ_faults`.
     """
 
     def __init__(
@@ -43,10 +54,12 @@ class Sandbox:
         token_ttl: int = 3600,
         state_dir: Path | None = None,
         qmlativ_faults: dict | None = None,
+        edfi_faults: dict | None = None,
     ):
         self.inputs = Path(inputs).resolve()
         self.state_dir = Path(state_dir).resolve() if state_dir else self.inputs / ".qmlativ-store"
         self.qmlativ_faults = Faults.parse(qmlativ_faults)  # a bad option fails here, not in the server
+        self.edfi_faults = Faults.parse(edfi_faults)
         self.district = read_district(self.inputs)
         self.credentials = {name: secrets.token_urlsafe(24) for name in CREDENTIAL_NAMES} | (
             credentials or {}
@@ -70,7 +83,15 @@ class Sandbox:
             store_path=self.state_dir / "qmlativ.sqlite3",
             faults=self.qmlativ_faults,
         )
-        return {"samegoal": samegoal.app(), "qmlativ": qmlativ.app()}
+        edfi = EdFiApi(
+            self.inputs / "campus",
+            (c[EDFI_KEY], c[EDFI_SECRET]),
+            self.district.get("edfi_district_number"),
+            self.token_ttl,
+            store_path=self.state_dir / "edfi.sqlite3",
+            faults=self.edfi_faults,
+        )
+        return {"samegoal": samegoal.app(), "qmlativ": qmlativ.app(), "edfi": edfi.app()}
 
     def __enter__(self) -> Sandbox:
         apps = self._apps()  # loading the files can fail; do it before there is a thread to clean up
