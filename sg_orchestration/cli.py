@@ -69,6 +69,7 @@ def _run(args: argparse.Namespace) -> int:
         accept_shrink=args.accept_shrink,
         confirm_deletes=args.confirm_deletes,
         wait=not args.no_wait,
+        as_of=args.as_of,
     )
 
 
@@ -138,6 +139,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     r.add_argument(
         "--no-wait", action="store_true", help="refuse at once when another run holds the warehouse"
+    )
+    r.add_argument(
+        "--as-of",
+        type=date.fromisoformat,
+        default=None,
+        metavar="YYYY-MM-DD",
+        help="the day the date rules (e.g. Ed-Fi's current school year) stand for: reruns and backfills "
+        "(default: today in the district's timezone; run tag sg/as_of in the UI)",
     )
     r.set_defaults(func=_run)
 

@@ -6,8 +6,9 @@ from sg_orchestration import instance_storage
 from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
 from sg_orchestration.ingest.assets import INGEST_ASSETS
 from sg_orchestration.partitions import DISTRICTS
-from sg_orchestration.publish.assets import build_qmlativ_publish_asset
+from sg_orchestration.publish.assets import build_edfi_publish_asset, build_qmlativ_publish_asset
 from sg_orchestration.transform.dbt import build_dbt_assets
+from sg_orchestration.validate.edfi import build_edfi_validation_asset
 from sg_orchestration.validate.qmlativ import build_qmlativ_validation_asset
 
 instance_storage.install()  # every process that runs this code location's steps or runs
@@ -18,6 +19,8 @@ defs = dg.Definitions(
         *build_dbt_assets(),
         build_qmlativ_validation_asset(DISTRICTS),
         build_qmlativ_publish_asset(DISTRICTS),
+        build_edfi_validation_asset(DISTRICTS),
+        build_edfi_publish_asset(DISTRICTS),
     ],
     jobs=JOBS,
     schedules=SCHEDULES,

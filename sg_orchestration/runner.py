@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import atexit
 import gc
+import json
 import os
 import shutil
 import socket
 import subprocess
 import sys
 from contextlib import redirect_stderr, redirect_stdout
-from datetime import datetime
+from datetime import date, datetime
 from pathlib import Path
 
 from sg_orchestration.config import load_districts
@@ -73,10 +74,12 @@ def run_district(
     accept_shrink: str | None = None,
     confirm_deletes: str | None = None,
     wait: bool = True,
+    as_of: date | None = None,
 ) -> int:
     """Materialize the nightly job for one district in process and print the summary; 0 only when the
     result is OK. One run at a time per warehouse: a second waits for the first (or, `wait=False`, is
-    refused naming it)."""
+    refused naming it). `as_of`: the day the run's date rules stand for (default: today in the district's
+    timezone)."""
     districts = load_districts(districts_file)  # refuse a bad file before any work
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
@@ -87,6 +90,7 @@ def run_district(
     from sg_orchestration.publish.assets import DRY_RUN_TAG
     from sg_orchestration.publish.engine import CONFIRM_DELETES_TAG
     from sg_orchestration.summary import collect, render
+    from sg_orchestration.transform.edfi import AS_OF_TAG
     from sg_orchestration.warehouse import run_lock
 
     job = defs.resolve_job_def("nightly")
@@ -98,6 +102,8 @@ def run_district(
         tags[ACCEPT_SHRINK_TAG] = accept_shrink
     if confirm_deletes:
         tags[CONFIRM_DELETES_TAG] = confirm_deletes
+    if as_of:
+        tags[AS_OF_TAG] = as_of.isoformat()
     with run_lock(f"sg-orch run --district {district.id}", wait=wait, on_wait=_say):
         instance = project_instance()
         if reaped := reap_dead_runs(instance):
@@ -167,7 +173,9 @@ def demo(students: int, seed: int) -> int:
         for name, url in sandbox.urls.items():
             print(f"sandbox {name}: {url}")
         district_id = load_districts(districts_file).districts[0].id
-        return run_district(districts_file, district_id)
+        # The generated data is dated from its own as-of day: the run judges it as of that day too.
+        as_of = date.fromisoformat(json.loads((inputs / "district.json").read_text())["as_of"])
+        return run_district(districts_file, district_id, as_of=as_of)
 
 
 def dagster_home() -> Path:

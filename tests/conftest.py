@@ -77,24 +77,30 @@ def districts_file(session_dir, district_inputs, sandbox) -> Path:
         samegoal_dir=str(district_inputs / "samegoal"), qmlativ_dir=str(district_inputs / "qmlativ")
     )
     del filedrop["samegoal"]["base_url"], filedrop["qmlativ"]["base_url"]
-    filedrop.update(other_targets(session_dir / "outbox"))  # so its nightly builds every dbt step
+    filedrop.update(other_targets(session_dir / "outbox", sandbox))  # so its nightly builds every dbt step
     doc["districts"].append(filedrop)
     assert [d["id"] for d in doc["districts"]] == list(TEST_DISTRICTS)
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
 
-def other_targets(outbox: Path) -> dict:
+def other_targets(outbox: Path, sandbox=None) -> dict:
     """The `edfi` and `oneroster` sections of a district that has every target (`demo` has the Qmlativ
-    writeback only)."""
+    writeback only); the Ed-Fi connection is the sandbox's emulator when given."""
     connection = {
         "name": "idoe",
         "base_url": "http://127.0.0.1:9/api",
-        "key_env": "SG_TEST_EDFI_KEY",
-        "secret_env": "SG_TEST_EDFI_SECRET",
+        "key_env": "SG_SANDBOX_EDFI_KEY",
+        "secret_env": "SG_SANDBOX_EDFI_SECRET",
         "district_number": "5375",
         "school_years": [2026],
     }
+    if sandbox is not None:
+        connection.update(
+            base_url=sandbox.urls["edfi"],
+            district_number=str(sandbox.district["edfi_district_number"]),
+            school_years=[int(y) for y in sandbox.district["school_years"]],
+        )
     return {
         "edfi": {"connections": [connection]},
         "oneroster": {"delivery": {"directory": {"path": str(outbox)}}},

@@ -106,6 +106,11 @@ class EdfiConnection(_Strict):
     secret_env: EnvVarName
     district_number: str = Field(pattern=r"^\d+$")
     school_years: list[int] = Field(min_length=1)
+    # A year-specific ODS serves each school year at `/data/v3/{year}/...`; a shared one at `/data/v3/...`.
+    year_specific: bool = False
+    # The resource's path under the data API (IDOE publishes Indiana's per year in its own Swagger);
+    # default: the profile's (`publish.edfi.DEFAULT_PATHS`).
+    resource_path: str | None = Field(default=None, pattern=r"^/[A-Za-z0-9_./-]+$")
 
 
 class Edfi(_Strict):

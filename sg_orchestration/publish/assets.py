@@ -5,8 +5,11 @@ from datetime import date
 import dagster as dg
 
 from sg_orchestration.config import current_districts
+from sg_orchestration.publish.edfi import publish_accommodations, toggled_off
 from sg_orchestration.publish.engine import CONFIRM_DELETES_TAG, PublishResult, confirm_hint
 from sg_orchestration.publish.qmlativ import access_expiry_status, publish_writeback
+from sg_orchestration.validate.edfi import KEY as EDFI_VALIDATION
+from sg_orchestration.validate.edfi import MART_KEYS as EDFI_MART_KEYS
 from sg_orchestration.validate.qmlativ import KEY as VALIDATION
 from sg_orchestration.validate.qmlativ import MART_KEYS
 from sg_orchestration.validate.student_mapping import MAPPING_HINT, demographics_loaded
@@ -49,6 +52,18 @@ def _report(results: list[PublishResult], dry_run: bool) -> dict:
     for r in results:
         metadata.update({k: v for k, v in r.metadata().items() if not k.endswith("top_error_causes")})
     return metadata
+
+
+def _fail_on_refusals(context, results: list[PublishResult], metadata: dict, dry_run: bool) -> None:
+    """A resource the mass-delete guard refused fails the step (with the counts) once the others have
+    published and their ledger rows are written; a dry run only warns."""
+    refused = [r for r in results if r.refusal]
+    for r in refused:
+        context.log.warning(f"{r.refusal}; {confirm_hint(r.name)}")
+    if refused and not dry_run:
+        names = ",".join(r.name for r in refused)
+        description = "; ".join(r.refusal for r in refused) + f"; {confirm_hint(names)}"
+        raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
 
 
 def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
@@ -108,14 +123,42 @@ def build_qmlativ_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
             + ", ".join(f"{r.resource} {dict(r.planned if dry_run else r.counts)}" for r in results)
         )
         metadata = _report(results, dry_run)
-        refused = [r for r in results if r.refusal]
-        for r in refused:
-            context.log.warning(f"{r.refusal}; {confirm_hint(r.name)}")
-        if refused and not dry_run:
-            # The other screens have published and their ledger rows are written: fail with the counts.
-            names = ",".join(r.name for r in refused)
-            description = "; ".join(r.refusal for r in refused) + f"; {confirm_hint(names)}"
-            raise dg.Failure(description=description, metadata=metadata, allow_retries=False)
+        _fail_on_refusals(context, results, metadata, dry_run)
         return dg.MaterializeResult(metadata=metadata, check_results=[check])
 
     return qmlativ_writeback
+
+
+EDFI_KEY = dg.AssetKey(["publish", "edfi_accommodations"])
+
+
+def build_edfi_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=EDFI_KEY,
+        group_name="publish",
+        partitions_def=partitions_def,
+        pool=WAREHOUSE_POOL,
+        deps=[*EDFI_MART_KEYS, EDFI_VALIDATION],
+        kinds={"edfi", "duckdb"},
+        description="Sends the district's Ed-Fi assessment accommodations (seed 002) to each connection's "
+        "ODS: posts, puts (If-Match) and deletes of what changed, recorded in ops.publish_ledger and "
+        "ops.edfi_identity_mapping. A resource toggled off sends nothing and deletes nothing. Run tag "
+        "`sg/dry_run=true` plans without sending; the mass-delete guard and its confirmation tag as for "
+        f"the Qmlativ writeback (`{CONFIRM_DELETES_TAG}`: `all` or `edfi/<connection>/<resource>`).",
+    )
+    def edfi_accommodations(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        district = current_districts().get(context.partition_key)
+        if district.edfi is None:
+            return dg.MaterializeResult(metadata={"configured": False})
+        if toggled_off(district):
+            context.log.info("edfi: the resource is toggled off: nothing sent, nothing deleted")
+            return dg.MaterializeResult(metadata={"toggled_off": True, "sent": 0})
+        dry_run = context.run.tags.get(DRY_RUN_TAG) == "true"
+        results = publish_accommodations(
+            district, dry_run=dry_run, confirm_deletes=context.run.tags.get(CONFIRM_DELETES_TAG)
+        )
+        metadata = _report(results, dry_run)
+        _fail_on_refusals(context, results, metadata, dry_run)
+        return dg.MaterializeResult(metadata=metadata)
+
+    return edfi_accommodations

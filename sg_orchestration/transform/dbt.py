@@ -22,7 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 from sg_orchestration.catalog import SAMEGOAL_PROGRAMS, SOURCES_BY_NAME
 from sg_orchestration.config import District, current_districts
 from sg_orchestration.paths import DBT_PROJECT_DIR, warehouse_path
-from sg_orchestration.transform import reuse
+from sg_orchestration.transform import edfi, reuse
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 
@@ -160,7 +160,8 @@ class Translator(DagsterDbtTranslator):
 # The dbt selection of each target's models (dbt fqn selectors: models/<layer>/<system>/, and seeds).
 TARGET_MODELS: dict[str, str] = {
     "qmlativ": "staging.samegoal staging.qmlativ intermediate.samegoal marts.qmlativ teds_codes",
-    "edfi": "staging.campus",
+    "edfi": "staging.campus intermediate.edfi marts.edfi edfi_academic_subject_descriptors "
+    "edfi_accommodation_descriptors edfi_assessment_mapping edfi_valid_combinations",
     "oneroster": "staging.powerschool staging.oneroster",
 }
 
@@ -207,9 +208,12 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
         ]
         relations = [".".join(k.path) for k in context.selected_asset_keys]
         with connect() as con:
+            written = None  # what the step writes for its models to read: part of its fingerprint
             if target == "qmlativ":
                 record_cutover_dates(con, district)
-            written = district.samegoal.cutover_dates if target == "qmlativ" and district.samegoal else None
+                written = district.samegoal.cutover_dates if district.samegoal else None
+            elif target == "edfi":
+                written = edfi.record_run_inputs(con, district, edfi.as_of_date(district, context.run.tags))
             project = reuse.project_digest()
             current = reuse.fingerprint(con, district.id, sources, written, project)
             models = [r for r in relations if r not in _seeds()]

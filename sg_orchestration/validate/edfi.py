@@ -1,0 +1,183 @@
+"""The Ed-Fi accommodations before they are sent (seed 002's Error Log, SPEC §4.2): every record the rules
+keep back for a reason the district fixes, and pandera on the profile's payload mart.
+
+- The rules' data errors (`intermediate.int_edfi__assessment_accommodations`, `not_sent_kind = 'error'`:
+  a state test mapping to no assessment, an unknown subject or accommodation code, "Assessment and
+  Accommodation are not a valid combination.", no Ed-Fi ID, a school without a State School Number) become
+  `ops.error_log` rows with their field, value and fix, keyed by the test accommodation.
+- pandera on the payload mart (required elements, identifier shapes, descriptor membership, and the
+  payload against the profile's schema: the real DS 5.2 OpenAPI's for `ds52`). A record that fails is
+  never sent: its error row (keyed as the ledger keys it) holds it back in the publish step, and resolves
+  once the record passes.
+"""
+
+import json
+from collections import Counter
+from typing import TYPE_CHECKING
+
+import dagster as dg
+
+from sg_orchestration import error_log
+from sg_orchestration.config import current_districts
+from sg_orchestration.edfi.names import MARTS, RESOURCES, TARGET, natural_key_sql, route_target
+from sg_orchestration.edfi.schema import DS52_RESOURCE, violations
+from sg_orchestration.warehouse import WAREHOUSE_POOL, connect, literal
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pandera.pandas as pa
+
+KEY = dg.AssetKey(["validate", "edfi_accommodations"])
+INTERMEDIATE = "intermediate.int_edfi__assessment_accommodations"
+MART_KEYS = [dg.AssetKey(m.split(".")) for m in MARTS.values()]
+FIX = (
+    "Correct the test accommodation (or the student's Ed-Fi ID, or the school's State School Number) in "
+    "the SIS; the record is sent on the next run once it passes."
+)
+CHUNK_ROWS = 50_000
+
+
+def _descriptors(con) -> frozenset[str]:
+    """Every `{namespace}#{codeValue}` the seeds' Indiana descriptor tables hold."""
+    rows = con.execute(
+        "select namespace || '#' || code_value from reference.edfi_academic_subject_descriptors union all "
+        "select namespace || '#' || code_value from reference.edfi_accommodation_descriptors"
+    ).fetchall()
+    return frozenset(r[0] for r in rows)
+
+
+def _payload_problems(profile: str, payload: str) -> str | None:
+    found = violations(json.loads(payload), None if profile == "indiana" else DS52_RESOURCE)
+    return "; ".join(f"{path} {', '.join(m)}" for path, m in found.items()) or None
+
+
+def mart_schema(profile: str, descriptors: frozenset[str]) -> "pa.DataFrameSchema":
+    import pandera.pandas as pa
+
+    known = sorted(descriptors)
+    columns = {
+        "student_unique_id": pa.Column(str, pa.Check.str_matches(r"^\S{1,32}$"), nullable=False),
+        "education_organization_id": pa.Column(
+            checks=pa.Check(
+                lambda s: s.astype(str).str.fullmatch(r"10\d{2,}"), error="is not 10 + district + school"
+            ),
+            nullable=False,
+        ),
+        "payload": pa.Column(
+            str,
+            pa.Check(
+                lambda s: s.map(lambda p: _payload_problems(profile, p) is None),
+                error=f"does not validate against the {profile} schema",
+            ),
+            nullable=False,
+        ),
+    }
+    if profile == "indiana":
+        for column in ("academic_subject_descriptor", "accommodation_descriptor"):
+            columns[column] = pa.Column(
+                str, pa.Check.isin(known, error="is not in the Indiana descriptor table")
+            )
+    return pa.DataFrameSchema(columns, strict=False, name=MARTS[profile])
+
+
+def failures(profile: str, frame: "pd.DataFrame", descriptors: frozenset[str]) -> list[tuple]:
+    """(connection, natural key, field, cause) for every failing field of the mart's rows."""
+    import pandas as pd
+    import pandera.pandas as pa
+
+    try:
+        mart_schema(profile, descriptors).validate(frame, lazy=True)
+    except pa.errors.SchemaErrors as exc:
+        out = set()
+        for case in exc.failure_cases.itertuples():
+            if pd.isna(case.index):
+                continue
+            row = frame.loc[case.index]
+            cause = f"`{case.column}` {case.check}"
+            if case.column == "payload":
+                cause = f"payload: {_payload_problems(profile, row['payload'])}"
+            out.add((row["connection"], row["_key"], case.column, cause))
+        return sorted(out)
+    return []
+
+
+def record_findings(con, district) -> Counter:
+    """The district's findings into `ops.error_log` (stage `validate`); invalid records per connection."""
+    profile = district.edfi.profile
+    d = literal(district.id)
+    resource_target = f"'{TARGET}/' || connection || '/' || {literal(RESOURCES[profile])}"
+    con.execute(
+        f"""
+        create or replace temp table _sg_edfi_findings as
+        select distinct {resource_target} as target, md5(accommodation_id) as record_key_hash,
+            not_sent_field as field, not_sent_value as value, not_sent_reason as cause, not_sent_fix as fix,
+            'test_accommodations.csv accommodation ' || accommodation_id as location, null::bigint as load_id
+        from {INTERMEDIATE} where district_id = {d} and not_sent_kind = 'error'
+        """
+    )
+    descriptors = _descriptors(con)
+    query = con.execute(
+        f"select *, {natural_key_sql(profile)} as _key from {MARTS[profile]} where district_id = {d}"
+    )
+    found: list[tuple] = []
+    while True:
+        frame = query.fetch_df_chunk(CHUNK_ROWS // 2048)  # vectors of 2,048 rows
+        if frame.empty:
+            break
+        found += failures(profile, frame, descriptors)
+    if found:
+        con.executemany(
+            "insert into _sg_edfi_findings values (?, md5(?), ?, null, ?, ?, 'Ed-Fi payload mart', null)",
+            [(route_target(conn, profile), key, field, cause, FIX) for conn, key, field, cause in found],
+        )
+    error_log.sync(con, district.id, "validate", "_sg_edfi_findings", scope=f"e.target like '{TARGET}/%'")
+    return Counter(
+        dict(
+            con.execute(
+                "select target, count(distinct record_key_hash) from _sg_edfi_findings group by 1"
+            ).fetchall()
+        )
+    )
+
+
+def build_edfi_validation_asset(partitions_def: dg.PartitionsDefinition) -> dg.AssetsDefinition:
+    @dg.asset(
+        key=KEY,
+        group_name="validate",
+        partitions_def=partitions_def,
+        pool=WAREHOUSE_POOL,
+        deps=[*MART_KEYS, dg.AssetKey(INTERMEDIATE.split("."))],
+        kinds={"duckdb", "pandera"},
+        description=__doc__,
+        check_specs=[
+            dg.AssetCheckSpec(
+                "records_valid",
+                asset=KEY,
+                description="Every Ed-Fi accommodation record is sendable: the rules found no data error "
+                "and pandera no payload error; the others are held back and listed in ops.error_log.",
+            )
+        ],
+    )
+    def edfi_accommodations(context: dg.AssetExecutionContext) -> dg.MaterializeResult:
+        district = current_districts().get(context.partition_key)
+        if district.edfi is None:
+            return dg.MaterializeResult(
+                metadata={"configured": False},
+                check_results=[dg.AssetCheckResult(check_name="records_valid", passed=True)],
+            )
+        with connect() as con:
+            invalid = record_findings(con, district)
+        total = sum(invalid.values())
+        return dg.MaterializeResult(
+            metadata={"invalid_records": total, **{f"invalid/{k}": v for k, v in invalid.items()}},
+            check_results=[
+                dg.AssetCheckResult(
+                    check_name="records_valid",
+                    passed=not total,
+                    severity=dg.AssetCheckSeverity.WARN,
+                    metadata={"invalid_records": total},
+                )
+            ],
+        )
+
+    return edfi_accommodations

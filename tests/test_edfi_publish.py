@@ -1,0 +1,167 @@
+"""The Ed-Fi accommodations end to end (seed 002): the generated district's campus files → dbt → validation
+→ the publish engine → the sandbox's Ed-Fi ODS/API emulator, over real sockets, counted by its stats."""
+
+import json
+import os
+from datetime import date
+
+import httpx
+import pytest
+
+from sg_orchestration.catalog import SOURCES
+from sg_orchestration.config import Edfi
+from sg_orchestration.ingest.pipeline import ingest_source
+from sg_orchestration.publish.edfi import publish_accommodations
+from sg_orchestration.sandbox import Sandbox
+from sg_orchestration.sandbox.server import EDFI_KEY, EDFI_SECRET
+from sg_orchestration.transform.dbt import invoke, prepare
+from sg_orchestration.transform.edfi import record_run_inputs
+from sg_orchestration.validate.edfi import record_findings
+from sg_orchestration.warehouse import connect
+
+PATH = "/data/v3/ed-fi/studentEducationOrganizationAssessmentAccommodations"
+
+
+class Ods:
+    """A district publishing to its own emulator, with its own warehouse."""
+
+    def __init__(self, sandbox: Sandbox, district, as_of: date):
+        self.sandbox, self.district, self.as_of = sandbox, district, as_of
+        self.url = sandbox.urls["edfi"]
+
+    def token(self) -> str:
+        reply = httpx.post(
+            f"{self.url}/oauth/token",
+            data={"grant_type": "client_credentials"},
+            auth=(os.environ[EDFI_KEY], os.environ[EDFI_SECRET]),
+        )
+        return reply.raise_for_status().json()["access_token"]
+
+    def records(self, path: str = PATH) -> list[dict]:
+        headers = {"Authorization": f"Bearer {self.token()}"}
+        out, offset = [], 0
+        while page := httpx.get(
+            f"{self.url}{path}", params={"offset": offset, "limit": 500}, headers=headers
+        ).json():
+            out += page
+            offset += len(page)
+        return out
+
+    def writes(self) -> dict[str, int]:
+        stats = httpx.get(f"{self.url}/_sandbox/edfi/stats").json()["requests"]
+        return {m: sum(by.values()) for m, by in stats.items() if m in ("POST", "PUT", "DELETE")}
+
+    def reset_stats(self) -> None:
+        httpx.delete(f"{self.url}/_sandbox/edfi/stats")
+
+    def build(self) -> None:
+        """The nightly's Ed-Fi steps before publish: the run inputs, dbt, validation."""
+        with connect() as con:
+            record_run_inputs(con, self.district, self.as_of)
+        invoke(
+            "build",
+            "--select",
+            "staging.campus intermediate.edfi marts.edfi edfi_academic_subject_descriptors edfi_accommodation_descriptors edfi_assessment_mapping edfi_valid_combinations",
+        )
+        with connect() as con:
+            record_findings(con, self.district)
+
+    def desired(self) -> set[tuple]:
+        with connect() as con:
+            rows = con.execute(
+                "select student_unique_id, education_organization_id from "
+                "marts.edfi__ds52_assessment_accommodations where district_id = ?",
+                [self.district.id],
+            ).fetchall()
+        return {(s, int(e)) for s, e in rows}
+
+
+def _stored(ods: Ods) -> list[tuple]:
+    return [
+        (
+            r["studentReference"]["studentUniqueId"],
+            r["educationOrganizationReference"]["educationOrganizationId"],
+        )
+        for r in ods.records()
+    ]
+
+
+@pytest.fixture
+def ods(tmp_path, monkeypatch, sandbox, districts, district_inputs):
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    sb = Sandbox(district_inputs, credentials=sandbox.credentials, state_dir=tmp_path / "store")
+    sb.__enter__()
+    info = json.loads((district_inputs / "district.json").read_text())
+    connection = {
+        "name": "idoe",
+        "base_url": sb.urls["edfi"],
+        "key_env": EDFI_KEY,
+        "secret_env": EDFI_SECRET,
+        "district_number": str(info["edfi_district_number"]),
+        "school_years": [int(y) for y in info["school_years"]],
+    }
+    district = districts.get("filedrop").model_copy(
+        update={"edfi": Edfi(connections=[connection], profile="ds52")}
+    )
+    for source in SOURCES:
+        if source.system == "campus":
+            ingest_source(source, district)
+    prepare()
+    wb = Ods(sb, district, date.fromisoformat(info["as_of"]))
+    wb.build()
+    yield wb
+    sb.__exit__(None, None, None)
+
+
+def test_publish_twice_with_no_change_sends_zero_requests_and_the_ods_equals_the_desired_state(ods):
+    first = publish_accommodations(ods.district)
+    assert sum(r.counts["created"] for r in first) > 0
+    stored = _stored(ods)
+    assert len(stored) == len(set(stored)) and set(stored) == ods.desired()
+    ods.reset_stats()
+    second = publish_accommodations(ods.district)
+    assert sum(r.counts["sent"] for r in second) == 0 and ods.writes() == {}
+
+
+def test_the_identity_mapping_holds_the_ods_id_of_every_record_sent_by_campus_person(ods):
+    """Seed 002: Identity Mapping Object Key — campusObjectType `Person`, Object Key `personID`."""
+    publish_accommodations(ods.district)
+    ids = {r["id"] for r in ods.records()}
+    with connect() as con:
+        rows = con.execute(
+            "select campus_object_type, object_key, edfi_id from ops.edfi_identity_mapping"
+        ).fetchall()
+    assert {t for t, _, _ in rows} == {"Person"}
+    assert {e for *_, e in rows} == ids and all(k for _, k, _ in rows)
+
+
+def test_if_a_resource_is_toggled_off_after_data_has_sent_all_sent_data_remains_and_no_new_data_sends(ods):
+    """Seed 002: "If a resource is toggled to 'OFF' after data has sent, all sent data will remain in the
+    ODS but no new data will send." """
+    publish_accommodations(ods.district)
+    before = _stored(ods)
+    off = ods.district.model_copy(
+        update={
+            "edfi": ods.district.edfi.model_copy(
+                update={"resources": {"studentEducationOrganizationAssessmentAccommodations": "off"}}
+            )
+        }
+    )
+    with connect() as con:  # a withdrawn accommodation would be a delete: nothing is sent while off
+        con.execute(
+            "delete from raw.campus__test_accommodations where rowid in (select min(rowid) from raw.campus__test_accommodations)"
+        )
+    ods.build()
+    ods.reset_stats()
+    assert publish_accommodations(off) == []
+    assert ods.writes() == {} and _stored(ods) == before
+
+
+def test_a_record_killed_mid_publish_and_run_again_ends_with_the_desired_state_and_no_duplicates(ods):
+    """20% lost answers after applied writes: what a kill mid-publish looks like from the ODS's side."""
+    httpx.post(f"{ods.url}/_sandbox/edfi/faults", json={"drop_after_write_rate": 0.2, "seed": 4})
+    publish_accommodations(ods.district)
+    httpx.post(f"{ods.url}/_sandbox/edfi/faults", json={})
+    publish_accommodations(ods.district)
+    stored = _stored(ods)
+    assert len(stored) == len(set(stored)) and set(stored) == ods.desired()
