@@ -165,3 +165,45 @@ def test_a_record_killed_mid_publish_and_run_again_ends_with_the_desired_state_a
     publish_accommodations(ods.district)
     stored = _stored(ods)
     assert len(stored) == len(set(stored)) and set(stored) == ods.desired()
+
+
+def test_a_put_whose_etag_went_stale_is_412_then_read_again_and_sent_once_more(ods):
+    """Somebody changed the record in the ODS after we sent it: our PUT's If-Match is stale (412
+    optimistic-lock-failed); the engine reads the record's current etag and sends the PUT once more."""
+    publish_accommodations(ods.district)
+    record = ods.records()[0]
+    headers = {"Authorization": f"Bearer {ods.token()}"}
+    body = {k: v for k, v in record.items() if k not in ("id", "_etag", "_lastModifiedDate")}
+    httpx.put(f"{ods.url}{PATH}/{record['id']}", json=body, headers=headers).raise_for_status()  # new etag
+    with connect() as con:  # the record changed at the source: our next publish updates it
+        con.execute(
+            "update ops.publish_ledger set content_hash = 'changed' where target_id = ?", [record["id"]]
+        )
+    ods.reset_stats()
+    (result,) = publish_accommodations(ods.district)
+    assert (result.counts["updated"], result.counts["failed"]) == (1, 0)
+    puts = httpx.get(f"{ods.url}/_sandbox/edfi/stats").json()["requests"]["PUT"]
+    assert puts == {"412": 1, "204": 1}
+
+
+def test_if_an_edfi_id_changes_a_delete_post_will_occur(ods):
+    """Seed 002: "If an Ed-Fi ID changes, a delete/post will occur" — the old record leaves the ODS."""
+    publish_accommodations(ods.district)
+    old = sorted(ods.desired())[0][0]
+    with connect() as con:
+        con.execute("update raw.campus__persons set edfi_id = 'NEW' || edfi_id where edfi_id = ?", [old])
+    student = {
+        "studentUniqueId": f"NEW{old}",
+        "firstName": "A",
+        "lastSurname": "B",
+        "birthDate": "2012-01-01",
+    }
+    headers = {"Authorization": f"Bearer {ods.token()}"}  # the student integration sends the new ID first
+    httpx.post(f"{ods.url}/data/v3/ed-fi/students", json=student, headers=headers).raise_for_status()
+    ods.build()
+    ods.reset_stats()
+    (result,) = publish_accommodations(ods.district)
+    assert result.counts["deleted"] >= 1 and result.counts["created"] >= 1
+    stored = _stored(ods)
+    assert set(stored) == ods.desired() and old not in {s for s, _ in stored}
+    assert f"NEW{old}" in {s for s, _ in stored}
