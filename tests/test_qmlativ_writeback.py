@@ -66,7 +66,7 @@ class Writeback:
 
 
 def _build_marts() -> None:
-    invoke("run", "--select", "+path:models/marts")
+    invoke("run", "--select", "+path:models/marts/qmlativ")
 
 
 def _writeback(tmp_path, monkeypatch, sandbox, districts, district_inputs, faults=None) -> Writeback:
