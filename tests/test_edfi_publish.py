@@ -207,3 +207,23 @@ def test_if_an_edfi_id_changes_a_delete_post_will_occur(ods):
     stored = _stored(ods)
     assert set(stored) == ods.desired() and old not in {s for s, _ in stored}
     assert f"NEW{old}" in {s for s, _ in stored}
+
+
+def test_a_student_the_ods_does_not_know_is_409_and_an_error_row_says_send_the_student_first(ods):
+    from sg_orchestration.publish.edfi import PUBLISH_FIXES
+
+    with connect() as con:
+        (edfi_id,) = con.execute(
+            "select min(student_unique_id) from marts.edfi__ds52_assessment_accommodations"
+        ).fetchone()
+        con.execute("update raw.campus__persons set edfi_id = '9999999999' where edfi_id = ?", [edfi_id])
+    ods.build()
+    (result,) = publish_accommodations(ods.district)
+    assert result.counts["failed"] >= 1, (result.counts, result.errors)
+    assert all(cause.startswith("create: 409") for cause in result.errors), result.errors
+    with connect() as con:
+        fixes = con.execute(
+            "select distinct fix from ops.error_log where stage = 'publish' and resolved_at is null"
+        ).fetchall()
+    assert fixes == [(PUBLISH_FIXES["conflict"],)]
+    assert "send the Student" in PUBLISH_FIXES["conflict"]
