@@ -14,7 +14,7 @@ from sg_orchestration.ingest.pipeline import ingest_source
 from sg_orchestration.publish.edfi import publish_accommodations
 from sg_orchestration.sandbox import Sandbox
 from sg_orchestration.sandbox.server import EDFI_KEY, EDFI_SECRET
-from sg_orchestration.transform.dbt import invoke, prepare
+from sg_orchestration.transform.dbt import TARGET_MODELS, invoke, prepare
 from sg_orchestration.transform.edfi import record_run_inputs
 from sg_orchestration.validate.edfi import record_findings
 from sg_orchestration.warehouse import connect
@@ -58,11 +58,7 @@ class Ods:
         """The nightly's Ed-Fi steps before publish: the run inputs, dbt, validation."""
         with connect() as con:
             record_run_inputs(con, self.district, self.as_of)
-        invoke(
-            "build",
-            "--select",
-            "staging.campus intermediate.edfi marts.edfi edfi_academic_subject_descriptors edfi_accommodation_descriptors edfi_assessment_mapping edfi_valid_combinations",
-        )
+        invoke("build", "--select", TARGET_MODELS["edfi"])
         with connect() as con:
             record_findings(con, self.district)
 

@@ -6,8 +6,9 @@ from sg_orchestration.config import District
 
 
 def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | None:
-    """The nightly job's assets that the district needs: all but the steps of targets it does not have (dbt, and Ed-Fi's validate and publish)
-    (their assets and checks are not even planned); None when it needs all."""
+    """The nightly job's assets that the district needs: all but the steps of targets it does not have
+    (dbt; Ed-Fi's validate and publish too: their assets and checks are not even planned); None when it
+    needs all."""
     from sg_orchestration.publish.assets import EDFI_KEY
     from sg_orchestration.transform.dbt import build_dbt_assets, needed
     from sg_orchestration.validate.edfi import KEY as EDFI_VALIDATION

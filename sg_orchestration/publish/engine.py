@@ -308,8 +308,18 @@ def publish_resources(
         to_do = [r for r in resources if r.name not in results]
         if to_do:
             ledger.register_desired(con, {r.name: r.desired for r in to_do})
-            run = _Run(con, district_id, target, to_do, base_url, token_provider, concurrency, retry)
-            run.batch_size, run.flush_s = batch_size, flush_s
+            run = _Run(
+                con,
+                district_id,
+                target,
+                to_do,
+                base_url,
+                token_provider,
+                concurrency,
+                retry,
+                batch_size,
+                flush_s,
+            )
             results.update(asyncio.run(run.run(dry_run, retry_rejected)))
             if settles:
                 settled = {
@@ -375,19 +385,36 @@ def resync(
         ledger.ensure_ledger(con)
         ledger.register_desired(con, {resource: desired})
         only = Resource(resource, desired, adapter, guard)
-        run = _Run(con, district_id, target, [only], base_url, token_provider, concurrency, retry)
-        run.batch_size, run.flush_s = batch_size, flush_s
+        run = _Run(
+            con,
+            district_id,
+            target,
+            [only],
+            base_url,
+            token_provider,
+            concurrency,
+            retry,
+            batch_size,
+            flush_s,
+        )
         return asyncio.run(run.resync(dry_run))
 
 
 class _Run:
     """One run over `resources` of a target. Every row it plans, sends and records carries its resource."""
 
-    batch_size = 2000
-    flush_s = 2.0
-
     def __init__(
-        self, con, district_id, target, resources: list[Resource], base_url, tokens, concurrency, retry
+        self,
+        con,
+        district_id,
+        target,
+        resources: list[Resource],
+        base_url,
+        tokens,
+        concurrency,
+        retry,
+        batch_size,
+        flush_s,
     ):
         self.con: duckdb.DuckDBPyConnection = con
         self.district_id, self.target = district_id, target
@@ -397,6 +424,8 @@ class _Run:
         self.tokens = tokens
         self.concurrency = concurrency
         self.retry = retry or RetryPolicy()
+        self.batch_size = batch_size
+        self.flush_s = flush_s
         self.results = {r.name: PublishResult(district_id, target, r.name, dry_run=False) for r in resources}
         self.fixes: Counter | None = None  # a resync's counts per cause, as its fixes succeed
         self.buffer: list[tuple] = []

@@ -220,7 +220,13 @@ def plan(
 # A digest of a resource's ledger rows, every column: any write to them changes it.
 _STATE = """count(*) || ':' || coalesce(bit_xor(hash(key_hash, content_hash, target_id, etag, last_status,
         last_action, last_error, rejected_hash, lookup_key)), 0) || ':' || coalesce(max(updated_at)::varchar, '')"""
-_EMPTY_STATE = "0:0:"  # `_STATE` of no rows
+# `_STATE` per resource of the target, for the resources of the `text_rows` list `$_col0` (a resource
+# without ledger rows has none: `coalesce(l.state, '0:0:')`, the `_STATE` of no rows).
+_STATE_CTE = f"""state as (
+    select resource, {_STATE} as state from ops.publish_ledger
+    where district_id = $d and target = $t and list_contains($_col0, resource) group by resource
+)"""
+_LEDGER_STATE = "coalesce(l.state, '0:0:')"
 
 
 def settle(con, district_id: str, target: str, settled: dict[str, tuple[str, dict]]) -> None:
@@ -236,11 +242,8 @@ def settle(con, district_id: str, target: str, settled: dict[str, tuple[str, dic
     con.execute(
         f"""
         insert or replace into ops.publish_settled
-        with state as (
-            select resource, {_STATE} as state from ops.publish_ledger
-            where district_id = $d and target = $t and list_contains($_col0, resource) group by resource
-        )
-        select $d, $t, v.resource, v.version, coalesce(l.state, '{_EMPTY_STATE}'), v.counts, now()
+        with {_STATE_CTE}
+        select $d, $t, v.resource, v.version, {_LEDGER_STATE}, v.counts, now()
         from {query} v left join state l on l.resource = v.resource
         """,
         {"d": district_id, "t": target, **params},
@@ -256,14 +259,11 @@ def kept(con, district_id: str, target: str, versions: dict[str, str]) -> dict[s
     query, params = text_rows(("resource", "version"), (list(versions), list(versions.values())))
     rows = con.execute(
         f"""
-        with state as (
-            select resource, {_STATE} as state from ops.publish_ledger
-            where district_id = $d and target = $t and list_contains($_col0, resource) group by resource
-        )
+        with {_STATE_CTE}
         select s.resource, s.counts from ops.publish_settled s
         join {query} v on v.resource = s.resource and v.version = s.desired_version
         left join state l on l.resource = s.resource
-        where s.district_id = $d and s.target = $t and s.ledger_state = coalesce(l.state, '{_EMPTY_STATE}')
+        where s.district_id = $d and s.target = $t and s.ledger_state = {_LEDGER_STATE}
         """,
         {"d": district_id, "t": target, **params},
     ).fetchall()
