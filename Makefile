@@ -8,6 +8,9 @@ install:
 	@# compiled once: with PYTHONDONTWRITEBYTECODE set (as on CI) each process would compile dagster, dbt
 	@# and pandas again (~4 s of every `sg-orch run`)
 	@uv sync --frozen --quiet --compile-bytecode
+	@# the dbt manifest the definitions load, parsed again after a change to the models (a first night
+	@# would otherwise parse the whole project inside its run)
+	@uv run --frozen sg-orch prepare
 
 # Debian's Chromium for the browser test (Playwright drives it; it never downloads a browser).
 browser:

@@ -161,6 +161,9 @@ def build_parser() -> argparse.ArgumentParser:
             d.add_argument("--port", type=int, default=3000)
         d.set_defaults(func=func)
 
+    p = sub.add_parser("prepare", help="parse the dbt project into the manifest the definitions load")
+    p.set_defaults(func=_prepare)
+
     b = sub.add_parser("bench", help="measure each stage on synthetic districts")
     b.add_argument("--students", type=int, nargs="+", default=[50, 10_000, 200_000])
     b.add_argument("--seed", type=int, default=7)
@@ -174,6 +177,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     b.set_defaults(func=_bench)
     return parser
+
+
+def _prepare(args) -> int:
+    from sg_orchestration.transform.reuse import parse_is_current
+
+    if not parse_is_current():
+        from sg_orchestration.transform.dbt import prepare
+
+        prepare()
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -33,7 +33,7 @@ def pytest_configure(config):
 def session_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sg")
     os.environ["SG_STATE_DIR"] = str(path / "state")
-    os.environ.setdefault("SG_WAREHOUSE_PATH", str(path / "session-warehouse.duckdb"))
+    os.environ.setdefault("SG_WAREHOUSE_PATH", str(path / "session" / "warehouse.duckdb"))
     return path
 
 

@@ -77,3 +77,24 @@ def test_a_step_is_reused_after_a_clean_build_of_the_same_inputs_and_only_tested
     monkeypatch.undo()
     reuse.forget(con, "demo", "dbt_qmlativ")  # a step that starts
     assert plan().action == "build"
+
+
+def test_a_warehouse_in_another_folder_reuses_the_last_dbt_parse_and_one_of_another_name_does_not(
+    dbt_manifest, tmp_path, monkeypatch
+):
+    """Where the DuckDB file lives is no input to dbt's parse (its name is: relations are qualified with it),
+    so a new district's or run's warehouse starts from the last parse instead of parsing the whole project."""
+    from sg_orchestration.transform.dbt import invoke
+
+    def parse(path) -> list[str]:
+        monkeypatch.setenv("SG_WAREHOUSE_PATH", str(path))
+        events: list = []
+        invoke("parse", callbacks=[events.append])
+        return [e.info.name for e in events]
+
+    parse(tmp_path / "a" / "warehouse.duckdb")
+    elsewhere = parse(tmp_path / "b" / "warehouse.duckdb")
+    assert "UnableToPartialParse" not in elsewhere and "PartialParsingEnabled" in elsewhere
+    renamed = parse(tmp_path / "c" / "district.duckdb")
+    assert "UnableToPartialParse" in renamed  # the database name changed: parsed again
+    parse(tmp_path / "d" / "warehouse.duckdb")  # leave the parse as the other tests expect it

@@ -41,6 +41,28 @@ def project_digest() -> str:
     return digest.hexdigest()
 
 
+def _parsed_marker():
+    return DBT_PROJECT_DIR / "target" / "parsed_project_digest"
+
+
+def _parsed_as() -> str:
+    from importlib.metadata import version
+
+    return f"{project_digest()} dbt-core {version('dbt-core')}"
+
+
+def parse_is_current() -> bool:
+    """The project's manifest was parsed from these very files, by this dbt: `sg-orch prepare` has nothing
+    to do (and does not import dbt and Dagster to find out)."""
+    marker = _parsed_marker()
+    manifest = marker.with_name("manifest.json")
+    return manifest.is_file() and marker.is_file() and marker.read_text() == _parsed_as()
+
+
+def mark_parsed() -> None:
+    _parsed_marker().write_text(_parsed_as())
+
+
 def fingerprint(
     con, district_id: str, sources: Iterable[Source], written: object = None, project: str | None = None
 ) -> str:
