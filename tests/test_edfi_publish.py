@@ -10,6 +10,7 @@ import pytest
 
 from sg_orchestration.catalog import SOURCES
 from sg_orchestration.config import Edfi
+from sg_orchestration.edfi.names import natural_key_sql
 from sg_orchestration.ingest.pipeline import ingest_source
 from sg_orchestration.publish.edfi import publish_accommodations
 from sg_orchestration.sandbox import Sandbox
@@ -223,3 +224,43 @@ def test_a_student_the_ods_does_not_know_is_409_and_an_error_row_says_send_the_s
         ).fetchall()
     assert fixes == [(PUBLISH_FIXES["conflict"],)]
     assert "send the Student" in PUBLISH_FIXES["conflict"]
+
+
+def test_payload_rows_judged_before_by_the_same_rules_are_not_judged_again_and_their_findings_stand(
+    ods, monkeypatch
+):
+    """A night judges the payload rows that are new or changed (every row once the rules change): a
+    row's findings stand while the row and the rules stay the same, and resolve when it is judged again."""
+    from sg_orchestration.validate import edfi as validate_edfi
+
+    judged: list[int] = []
+    real_failures, real_problems = validate_edfi.failures, validate_edfi._payload_problems
+
+    def counting(profile, frame, descriptors):
+        judged.append(len(frame))
+        return real_failures(profile, frame, descriptors)
+
+    def findings(rules_changed: bool = False):
+        with connect() as con:
+            if rules_changed:
+                con.execute("update ops.validated_marts set digest = 'older rules'")
+            return record_findings(con, ods.district)
+
+    monkeypatch.setattr(validate_edfi, "failures", counting)
+    with connect() as con:
+        rows, records = con.execute(
+            f"select count(*), count(distinct {natural_key_sql('ds52')}) "
+            f"from {validate_edfi.MARTS['ds52']} where district_id = ?",
+            [ods.district.id],
+        ).fetchone()
+    first = findings()  # the fixture validated every row already
+    assert sum(judged) == 0 and rows > 0
+    assert findings(rules_changed=True) == first and sum(judged) == rows
+
+    monkeypatch.setattr(validate_edfi, "_payload_problems", lambda profile, payload: "a made-up problem")
+    flagged = findings(rules_changed=True)
+    assert sum(flagged.values()) == sum(first.values()) + records  # a record per natural key
+    monkeypatch.setattr(validate_edfi, "_payload_problems", real_problems)
+    judged.clear()
+    assert findings() == flagged and sum(judged) == 0  # unchanged rows: their findings stand
+    assert findings(rules_changed=True) == first and sum(judged) == rows  # judged again: resolved

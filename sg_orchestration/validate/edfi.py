@@ -11,8 +11,10 @@ keep back for a reason the district fixes, and pandera on the profile's payload 
   once the record passes.
 """
 
+import hashlib
 import json
 from collections import Counter
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import dagster as dg
@@ -35,6 +37,8 @@ FIX = (
     "the SIS; the record is sent on the next run once it passes."
 )
 CHUNK_ROWS = 50_000
+MART_LOCATION = "Ed-Fi payload mart"  # the error-log location of a payload finding
+SCHEMA_DIR = Path(__file__).parents[1] / "edfi"
 
 
 def _descriptors(con) -> frozenset[str]:
@@ -101,8 +105,20 @@ def failures(profile: str, frame: "pd.DataFrame", descriptors: frozenset[str]) -
     return []
 
 
+def _rules_digest(profile: str, descriptors: frozenset[str]) -> str:
+    """What a payload row is judged by: this module, the shipped schemas, the descriptor tables."""
+    files = [Path(__file__), SCHEMA_DIR / "schema.py", *sorted(SCHEMA_DIR.glob("*.json"))]
+    text = b"".join(f.read_bytes() for f in files) + repr((profile, sorted(descriptors))).encode()
+    return hashlib.sha256(text).hexdigest()
+
+
 def record_findings(con, district) -> Counter:
-    """The district's findings into `ops.error_log` (stage `validate`); invalid records per connection."""
+    """The district's findings into `ops.error_log` (stage `validate`); invalid records per connection.
+
+    pandera judges only the payload rows that are new or changed since the last validation by the same
+    rules and descriptor tables (every row when those changed): a row is judged on its own, so the payload
+    findings of an unchanged row stand, and a night that changed 1% of 10,000,000 rows judges 1%. The
+    rules' data errors are the intermediate model's, read whole (one statement)."""
     profile = district.edfi.profile
     d = literal(district.id)
     resource_target = f"'{TARGET}/' || connection || '/' || {literal(RESOURCES[profile])}"
@@ -116,9 +132,24 @@ def record_findings(con, district) -> Counter:
         """
     )
     descriptors = _descriptors(con)
-    query = con.execute(
-        f"select *, {natural_key_sql(profile)} as _key from {MARTS[profile]} where district_id = {d}"
+    rules = _rules_digest(profile, descriptors)
+    mart = MARTS[profile]
+    here = {"d": district.id, "m": mart}
+    con.execute(
+        f"create or replace temp table _sg_edfi_rows as select hash(m) as _sg_hash, m.*, "
+        f"{natural_key_sql(profile)} as _key from (select * from {mart} where district_id = $d) m",
+        {"d": district.id},
     )
+    last = con.execute(
+        "select digest from ops.validated_marts where district_id = $d and mart = $m", here
+    ).fetchone()
+    if not last or last[0] != rules:
+        con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
+    seen = (
+        "exists (select 1 from ops.validated_rows v where v.district_id = $d and v.mart = $m "
+        "and v.row_hash = r._sg_hash)"
+    )
+    query = con.execute(f"select * exclude (_sg_hash) from _sg_edfi_rows r where not {seen}", here)
     found: list[tuple] = []
     while True:
         frame = query.fetch_df_chunk(CHUNK_ROWS // 2048)  # vectors of 2,048 rows
@@ -127,9 +158,23 @@ def record_findings(con, district) -> Counter:
         found += failures(profile, frame, descriptors)
     if found:
         con.executemany(
-            "insert into _sg_edfi_findings values (?, md5(?), ?, null, ?, ?, 'Ed-Fi payload mart', null)",
+            f"insert into _sg_edfi_findings values (?, md5(?), ?, null, ?, ?, {literal(MART_LOCATION)}, null)",
             [(route_target(conn, profile), key, field, cause, FIX) for conn, key, field, cause in found],
         )
+    con.execute(  # the payload findings of the rows that did not change stand
+        f"""
+        insert into _sg_edfi_findings
+        select e.target, e.record_key_hash, e.field, e.value, e.cause, e.fix, e.location, e.load_id
+        from ops.error_log e
+        where e.district_id = $d and e.stage = 'validate' and e.location = $loc and e.resolved_at is null
+          and (e.target, e.record_key_hash) in (
+              select ({resource_target}, md5(_key)) from _sg_edfi_rows r where {seen})
+        """,
+        {**here, "loc": MART_LOCATION},
+    )
+    con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
+    con.execute("insert into ops.validated_rows select $d, $m, _sg_hash from _sg_edfi_rows", here)
+    con.execute("insert or replace into ops.validated_marts values ($d, $m, $r, now())", {**here, "r": rules})
     error_log.sync(con, district.id, "validate", "_sg_edfi_findings", scope=f"e.target like '{TARGET}/%'")
     return Counter(
         dict(
