@@ -8,23 +8,29 @@ scope `edfi/{connection}`), one resource per route (a year-specific ODS: one per
   and the new one posted.
 - Toggle off (`edfi.resources: {name: off}`): nothing is sent and nothing is deleted; what was sent stays.
 - `ops.edfi_identity_mapping` (campus object type `Person`, key `personID`) follows the ledger after every
-  publish.
+  publish and resync.
+- Resync (`resync_accommodations`): the seed's three rules, see there.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 from contextlib import nullcontext
 
 from sg_orchestration.config import District, EdfiConnection, secret
 from sg_orchestration.edfi.names import MARTS, RESOURCES, TARGET, ledger_target, natural_key_sql, route_target
+from sg_orchestration.paths import DBT_PROJECT_DIR
 from sg_orchestration.publish import errors, ledger
 from sg_orchestration.publish.edfi_adapter import EdfiAdapter
 from sg_orchestration.publish.engine import (
     DeleteGuard,
     PublishResult,
     Resource,
+    ResyncResult,
     deletes_confirmed,
     publish_resources,
+    resync,
 )
 from sg_orchestration.publish.sender import RetryPolicy
 from sg_orchestration.publish.tokens import ClientCredentials
@@ -91,6 +97,26 @@ def desired_sql(district: District, connection: EdfiConnection, resource: str, y
     """
 
 
+def _adapter(district: District, year: int | None, path: str) -> EdfiAdapter:
+    versions = f"/changeQueries/v1{f'/{year}' if year is not None else ''}/availableChangeVersions"
+    return EdfiAdapter(path, district.edfi.profile, versions)
+
+
+def _tokens(connection: EdfiConnection) -> ClientCredentials:
+    return ClientCredentials(
+        f"{connection.base_url.rstrip('/')}/oauth/token",
+        secret(connection.key_env, purpose=f"Ed-Fi key of connection {connection.name}"),
+        secret(connection.secret_env, purpose=f"Ed-Fi secret of connection {connection.name}"),
+        system=f"Ed-Fi ({connection.name})",
+    )
+
+
+def _guard(district: District, target: str, resource: str, confirm_deletes: str | None) -> DeleteGuard:
+    guards = district.publish
+    confirmed = deletes_confirmed(confirm_deletes, target, resource)
+    return DeleteGuard(guards.max_delete_share, guards.min_deletes_guarded, confirmed=confirmed)
+
+
 def toggled_off(district: District) -> bool:
     """`edfi.resources: {name: off}`: sent data stays in the ODS, nothing new is sent."""
     return district.edfi.resources.get(RESOURCES[district.edfi.profile], "on") == "off"
@@ -108,28 +134,17 @@ def publish_accommodations(
     resource is toggled off."""
     if toggled_off(district):
         return []
-    guards = district.publish
     results: list[PublishResult] = []
     with connect() as con:
         ledger.ensure_ledger(con)
         for connection in district.edfi.connections:
             target = ledger_target(connection.name)
-            tokens = ClientCredentials(
-                f"{connection.base_url.rstrip('/')}/oauth/token",
-                secret(connection.key_env, purpose=f"Ed-Fi key of connection {connection.name}"),
-                secret(connection.secret_env, purpose=f"Ed-Fi secret of connection {connection.name}"),
-                system=f"Ed-Fi ({connection.name})",
-            )
             resources = [
                 Resource(
                     name,
                     desired_sql(district, connection, name, year),
-                    EdfiAdapter(path, district.edfi.profile),
-                    DeleteGuard(
-                        guards.max_delete_share,
-                        guards.min_deletes_guarded,
-                        confirmed=deletes_confirmed(confirm_deletes, target, name),
-                    ),
+                    _adapter(district, year, path),
+                    _guard(district, target, name, confirm_deletes),
                 )
                 for name, year, path in routes(district, connection)
             ]
@@ -139,7 +154,7 @@ def publish_accommodations(
                 target,
                 resources,
                 connection.base_url.rstrip("/"),
-                tokens,
+                _tokens(connection),
                 concurrency=concurrency,
                 dry_run=dry_run,
                 retry=retry,
@@ -191,3 +206,108 @@ def sync_identity_mapping(con, district: District) -> None:
         where l.district_id = {d} and l.target_id is not null
         """
     )
+
+
+def resync_accommodations(
+    district: District,
+    dry_run: bool = False,
+    concurrency: int = 32,
+    *,
+    confirm_deletes: str | None = None,
+    full: bool = False,
+    retry: RetryPolicy | None = None,
+) -> list[ResyncResult]:
+    """Reconcile every route of every connection with what its ODS holds (`engine.resync`), by the seed's
+    "Resource Toggle and Resync Logic":
+
+    - "If a record is in the Ed-Fi Identity Mapping table and not in the ODS, it will be deleted from the
+      Ed-Fi Identity Mapping table." (`mapping_deleted`; the record is sent again while it is still
+      eligible, `recreated_missing`, and gets a new row);
+    - "If a record is in the ODS and it does not have a matching record in Campus or the Ed-Fi Identity
+      Mapping table, it will be deleted from the ODS." (`deleted_orphan`): deleted only when neither a
+      record of the desired state (an eligible test accommodation, or one validation holds back) has its
+      natural key nor a mapping row names it. SPEC §4.2 words it "no matching source record or mapping";
+      the seed wins: an ODS record that matches a source record is adopted (ledger and mapping), and one a
+      mapping row names is recorded in the ledger again (`adopted`), and left to the publish's rules;
+    - "If a mapping is changed in Resource Preferences, a resync will need to be done": see
+      `mapping_digest` (the `resync_scheduled` sensor starts it).
+
+    Each route is read by the ODS's change queries when an earlier resync recorded how far it read (see
+    `engine.resync`), unless `full`. Toggled off: nothing is resynced (sent data stays, nothing is sent)."""
+    if toggled_off(district):
+        return []
+    results: list[ResyncResult] = []
+    with connect() as con:
+        ledger.ensure_ledger(con)
+        con.execute(IDENTITY_DDL)
+        for connection in district.edfi.connections:
+            target = ledger_target(connection.name)
+            tokens = _tokens(connection)
+            for name, year, path in routes(district, connection):
+                mapping = _mapping_rows(district, connection, name)
+                result = resync(
+                    lambda: nullcontext(con),
+                    district.id,
+                    target,
+                    name,
+                    desired_sql(district, connection, name, year),
+                    _adapter(district, year, path),
+                    connection.base_url.rstrip("/"),
+                    tokens,
+                    concurrency=concurrency,
+                    dry_run=dry_run,
+                    retry=retry,
+                    guard=_guard(district, target, name, confirm_deletes),
+                    mapped=f"select key_hash, edfi_id as target_id from ({mapping})",
+                    full=full,
+                )
+                if not result.refusal:
+                    result.counts["mapping_deleted"] = _drop_unheld_mappings(con, mapping, dry_run)
+                results.append(result)
+        if not dry_run:
+            sync_identity_mapping(con, district)
+            errors.record(con, district.id, TARGET, "Ed-Fi", PUBLISH_FIXES)
+    return results
+
+
+def _mapping_rows(district: District, connection: EdfiConnection, resource: str) -> str:
+    return (
+        f"select * from ops.edfi_identity_mapping where district_id = {literal(district.id)} "
+        f"and connection = {literal(connection.name)} and resource = {literal(resource)}"
+    )
+
+
+def _drop_unheld_mappings(con, mapping: str, dry_run: bool) -> int:
+    """The seed's first resync rule for the route just resynced: its mapping rows whose record the ODS no
+    longer holds (the engine's `publish_gone`) are deleted; how many (in a dry run: would be)."""
+    unheld = f"select key_hash from ({mapping}) where edfi_id in (select target_id from publish_gone)"
+    (count,) = con.execute(f"select count(*) from ({unheld})").fetchone()
+    if count and not dry_run:
+        con.execute(
+            "delete from ops.edfi_identity_mapping m using (" + mapping + ") r "
+            "where m.district_id = r.district_id and m.connection = r.connection and m.resource = r.resource "
+            "and m.key_hash = r.key_hash and r.edfi_id in (select target_id from publish_gone)"
+        )
+    return count
+
+
+# The dbt seeds a district maintains that decide what is sent and under which natural key: the assessment
+# mapping, the valid combinations and the descriptor tables.
+MAPPING_SEEDS = "edfi_*.csv"
+
+
+def mapping_digest(district: District) -> str | None:
+    """A digest of what decides the Ed-Fi mapping and identity of the district's records (the seed's
+    "mapping ... in Resource Preferences"): the profile and resource toggles, each connection's ODS,
+    district number, school years and resource path, and the Ed-Fi seeds. A resync records it; one that
+    differs marks the district for resync. None without Ed-Fi."""
+    if district.edfi is None:
+        return None
+    settings = district.edfi.model_dump(mode="json", exclude={"connections"})
+    settings["connections"] = [
+        c.model_dump(mode="json", exclude={"key_env", "secret_env"}) for c in district.edfi.connections
+    ]
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for seed in sorted((DBT_PROJECT_DIR / "seeds").glob(MAPPING_SEEDS)):
+        digest.update(seed.name.encode() + b"\0" + seed.read_bytes())
+    return digest.hexdigest()[:16]

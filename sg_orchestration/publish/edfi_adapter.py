@@ -8,7 +8,9 @@ state and back, for both payload profiles.
 - delete: `DELETE {resource}/{id}` with `If-Match`;
 - a create whose answer was lost is found by its natural key (`GET {resource}?studentUniqueId=...`), the
   natural key being the profile's key fields as query parameters (`edfi.names.NATURAL_KEYS`);
-- a resync pages the resource (`offset`/`limit` <= 500).
+- a resync pages the resource (`offset`/`limit` <= 500, `totalCount=true`), or reads only what changed
+  since its last one by the ODS's change queries (`availableChangeVersions`, then the resource, `/deletes`
+  and `/keyChanges` with `minChangeVersion`/`maxChangeVersion`).
 
 The payload goes as the mart's JSON text (`raw_payload`): no decode and re-encode per request.
 """
@@ -44,6 +46,7 @@ class EdfiAdapter:
 
     path: str
     profile: str
+    versions_path: str = "/changeQueries/v1/availableChangeVersions"  # the ODS's (year's) change versions
     raw_payload = True
 
     def _if_match(self, etag: str | None) -> dict[str, str]:
@@ -80,8 +83,11 @@ class EdfiAdapter:
 
     # --- resync: page through the resource -------------------------------------------------------------
     def listing(self, cursor: int | None) -> Request:
-        params = {"offset": str(cursor or 0), "limit": str(PAGE_LIMIT), "totalCount": "true"}
-        return Request("GET", self.path, params=params)
+        return self._page(self.path, cursor)
+
+    def _page(self, path: str, cursor: int | None, **params: str) -> Request:
+        paging = {"offset": str(cursor or 0), "limit": str(PAGE_LIMIT), "totalCount": "true"}
+        return Request("GET", path, params={**paging, **params})
 
     def listed(self, cursor: int | None, reply: Reply) -> tuple[list[dict], int | None]:
         objects = json.loads(reply.body) if reply.body else []
@@ -98,3 +104,18 @@ class EdfiAdapter:
 
     def fingerprint(self, record: dict) -> str:
         return hashlib.md5(json.dumps(_written(record), sort_keys=True, default=str).encode()).hexdigest()
+
+    # --- resync by change queries ----------------------------------------------------------------------
+    def change_versions(self) -> Request:
+        return Request("GET", self.versions_path)
+
+    def newest(self, reply: Reply) -> int:
+        return int(json.loads(reply.body)["newestChangeVersion"])
+
+    def changes(self, kind: str, window: tuple[int, int], cursor: int | None) -> Request:
+        path = self.path if kind == "changed" else f"{self.path}/{kind}"
+        low, high = window
+        return self._page(path, cursor, minChangeVersion=str(low), maxChangeVersion=str(high))
+
+    def removed_id(self, item: dict) -> str:
+        return str(item["id"])

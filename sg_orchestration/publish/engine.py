@@ -105,6 +105,33 @@ class ListingAdapter(Adapter, Protocol):
         the target holds what the payload says."""
 
 
+class ChangeQueryAdapter(ListingAdapter, Protocol):
+    """A listing adapter whose target answers change queries (the Ed-Fi ODS/API's): a resync after one
+    that recorded the target's change version reads only the objects changed since, and the ids of the
+    objects deleted (or whose natural key changed) since, instead of paging through everything. A 400 or
+    404 answer to any of these requests means the target does not answer them: the resync pages through
+    everything instead."""
+
+    def change_versions(self) -> Request:
+        """The request for the target's change versions."""
+
+    def newest(self, reply: Reply) -> int:
+        """The newest change version in a 2xx answer to `change_versions`."""
+
+    def changes(self, kind: str, window: tuple[int, int], cursor: Any | None) -> Request:
+        """The page `cursor` (None: the first) of the changes of `kind` within the change versions
+        `window` (both included): `changed` (objects, as `listing` gives them), or a kind of `REMOVALS`
+        (items `removed_id` reads). Paged with `listed`."""
+
+    def removed_id(self, item: dict) -> str:
+        """The target id of an item of a removals page."""
+
+
+# What a change-query resync reads besides the changed objects: objects deleted, and objects whose natural
+# key changed (their ledger row's key is no longer what the target holds: missing, and the object unknown).
+REMOVALS = ("deletes", "keyChanges")
+
+
 class OptimisticAdapter(Adapter, Protocol):
     """An adapter whose updates and deletes carry the etag the ledger holds (`If-Match`): a 412 answer
     (changed since) is followed by one read of the object and one more try with its current etag."""
@@ -221,14 +248,17 @@ class ResyncResult:
     counts: Counter = field(default_factory=Counter)
     errors: Counter = field(default_factory=Counter)
     refusal: str | None = None
+    read: str = "full"  # how the target was read: `full` (paged through) or `changes` (change queries)
 
     @property
     def name(self) -> str:
         return f"{self.target}/{self.resource}"
 
-    def metadata(self) -> dict[str, int]:
+    def metadata(self, label: str | None = None) -> dict[str, int | str]:
+        """Flat counts under `{label}/` (default: the resource's name), and how the target was read."""
+        label = label or self.resource
         names = ("listed", "not_ours", *RESYNC_CAUSES, "failed", "refused")
-        return {f"{self.resource}/{k}": int(self.counts.get(k, 0)) for k in names}
+        return {f"{label}/{k}": int(self.counts.get(k, 0)) for k in names} | {f"{label}/read": self.read}
 
 
 @dataclass(frozen=True)
@@ -366,20 +396,36 @@ def resync(
     guard: DeleteGuard | None = DeleteGuard(),  # noqa: B008 - frozen
     batch_size: int = 2000,
     flush_s: float = 2.0,
+    mapped: str | None = None,
+    full: bool = False,
 ) -> ResyncResult:
     """Reconcile one resource: list what the target holds and fix every difference with the ledger and
     the desired state (arguments as for `publish`). Pending creates are resolved first, as in `publish`.
 
     - adopted: an object carrying a natural key the ledger knows no object for, whose key is desired: its
       target id is recorded, and it is updated when its content differs (a second object with the same
-      key is an orphan);
-    - deleted_orphan: such an object whose key is not desired (or a duplicate): deleted;
-    - recreated_missing: a ledger row whose object is gone from the target, still desired: created again;
+      key is an orphan); or an object the target's own id mapping (`mapped`) names that the ledger lost:
+      its row is recorded again (no content: the next publish updates it, or deletes it if withdrawn);
+    - deleted_orphan: an object with a natural key that is neither desired (or is a duplicate) nor known
+      to the ledger or `mapped`: deleted;
+    - recreated_missing: a ledger (or `mapped`) row whose object is gone from the target, still desired:
+      created again;
     - cleared_missing: the same for a record no longer desired or held back: recorded as deleted;
     - overwritten_changed: an object whose fields differ from the payload whose hash the ledger holds
       (changed by hand in the target): updated with the payload.
     Objects without a natural key are not ours and left alone. Orphan deletes are subject to `guard`,
     over the objects the target holds that carry a natural key; a refused resync fixes nothing.
+
+    `mapped`: a SQL query of (key_hash, target_id) rows of the target's own id mapping (Ed-Fi's identity
+    mapping), which name objects as ours as the ledger does. After the call the connection's temp table
+    `publish_gone(target_id)` holds the ids of the ledger's and `mapped`'s objects the target no longer
+    holds.
+
+    An adapter that answers change queries (`ChangeQueryAdapter`) is read by them when an earlier resync
+    of the resource recorded the change version it read up to (`ledger.change_version`) and `full` is
+    false: only the objects changed since and the ids removed since (`REMOVALS`); otherwise, or when the
+    target answers them 400/404, it is paged through. A resync that is not a dry run and leaves nothing
+    refused or failed records the newest change version it read (`result.read` says how it read).
     """
     with con_factory() as con:
         ledger.ensure_ledger(con)
@@ -397,7 +443,7 @@ def resync(
             batch_size,
             flush_s,
         )
-        return asyncio.run(run.resync(dry_run))
+        return asyncio.run(run.resync(dry_run, mapped, full))
 
 
 class _Run:
@@ -491,16 +537,17 @@ class _Run:
         (only,) = self.resources.values()
         return only
 
-    async def resync(self, dry_run: bool) -> ResyncResult:
+    async def resync(self, dry_run: bool, mapped: str | None, full: bool) -> ResyncResult:
         resource = self._only.name
         result = ResyncResult(self.district_id, self.target, resource, dry_run)
         async with Sender(self.base_url, self.tokens, self.concurrency, self.retry) as self.sender:
             try:
                 if not dry_run:
                     await self._resolve_pending()
-                await self._list_target(result)
-                fixes, adopted_now, cleared = self._resync_plan()
-                ours = result.counts["listed"] - result.counts["not_ours"]
+                newest = await self._read_target(result, full)
+                fixes, adopted_now, cleared = self._resync_plan(mapped, result.read)
+                # what the target holds of ours: as listed, or (read by its changes) as the ledger says
+                ours = result.counts["listed"] - result.counts["not_ours"] if result.read == "full" else None
                 if self._guard(resource, result, fixes["deleted_orphan"], ours):
                     pass  # nothing fixed: `refused` says why
                 elif dry_run:
@@ -518,48 +565,149 @@ class _Run:
                     await self._send_plan(RESYNC_TABLE)
             finally:
                 self._flush()
+        if not dry_run and not result.refusal and not result.counts["failed"]:
+            # a fix that failed is found again only by reading its change again (or paging through)
+            ledger.record_change_version(self.con, self.district_id, self.target, resource, newest)
         result.errors.update(self.results[resource].errors)
         log.info("resync %s/%s/%s: %s", self.district_id, self.target, resource, dict(result.counts))
         return result
 
-    async def _list_target(self, result: ResyncResult) -> None:
-        """Every object the target holds into the temp table `publish_target(target_id, natural_key,
-        fingerprint)`: no field of an object is kept beyond its fingerprint."""
+    async def _read_target(self, result: ResyncResult, full: bool) -> int | None:
+        """What the target holds into the temp tables `publish_target(target_id, natural_key,
+        fingerprint)` and `publish_removed(target_id)`: every object (`result.read` `full`), or, by change
+        queries, the objects changed and the ids removed since the version the last resync read up to
+        (`changes`). No field of an object is kept beyond its fingerprint. Returns the target's newest
+        change version when it answers change queries."""
+        adapter = self._only.adapter
+        self.con.execute("create or replace temp table publish_removed (target_id varchar)")
+        newest = None
+        if hasattr(adapter, "change_versions"):
+            reply = await self.sender.send(adapter.change_versions())
+            if reply.status not in (400, 404):
+                self._read_ok(reply, "reading the change versions")
+                newest = adapter.newest(reply)
+        if newest is not None and not full:
+            since = ledger.change_version(self.con, self.district_id, self.target, self._only.name)
+            if since is not None and since <= newest and await self._read_changes(result, since, newest):
+                result.read = "changes"
+                return newest
+            log.info(
+                "resync %s/%s: paging through (no change version to start from)", self.target, self._only.name
+            )
+        await self._list_target(result, adapter.listing)
+        return newest
+
+    async def _read_changes(self, result: ResyncResult, since: int, newest: int) -> bool:
+        """The changes after the change version `since` up to `newest` (`ChangeQueryAdapter`); False when
+        the target does not serve them (nothing kept)."""
+        adapter: ChangeQueryAdapter = self._only.adapter  # type: ignore[assignment]
+        window = (since + 1, newest)
+        removed: list[str] = []
+
+        def each(items: list[dict]) -> None:
+            removed.extend(adapter.removed_id(i) for i in items)
+
+        for kind in REMOVALS if since < newest else ():
+            if not await self._pages(functools.partial(adapter.changes, kind, window), each, may_refuse=True):
+                return False
+        changed = functools.partial(adapter.changes, "changed", window)
+        if since == newest:  # nothing changed: nothing to read
+            await self._list_target(result, None)
+        elif not await self._list_target(result, changed, may_refuse=True):
+            return False
+        query, params = text_rows(("target_id",), (removed,))
+        self.con.execute(f"insert into publish_removed select * from {query}", params)
+        return True
+
+    def _read_ok(self, reply: Reply, what: str) -> None:
+        if not 200 <= reply.status < 300:
+            raise ResyncError(f"{self.target}/{self._only.name}: {what} failed: {_cause(reply, None)}")
+
+    async def _pages(
+        self, request_of: Callable[[Any], Request], each: Callable[[list[dict]], None], may_refuse: bool
+    ) -> bool:
+        """Hand every page of a paged read (`request_of(cursor)`, paged by the adapter's `listed`) to
+        `each`; False when `may_refuse` and the target answers 400 or 404 (it does not serve the read)."""
         adapter: ListingAdapter = self._only.adapter  # type: ignore[assignment]
-        ids, keys, prints = [], [], []
         cursor = None
         while True:
-            reply = await self.sender.send(adapter.listing(cursor))
-            if not 200 <= reply.status < 300:
-                raise ResyncError(
-                    f"{self.target}/{self._only.name}: listing the target failed: {_cause(reply, None)}"
-                )
+            reply = await self.sender.send(request_of(cursor))
+            if may_refuse and reply.status in (400, 404):
+                return False
+            self._read_ok(reply, "listing the target")
             objects, cursor = adapter.listed(cursor, reply)
+            each(objects)
+            if cursor is None:
+                return True
+
+    async def _list_target(
+        self, result: ResyncResult, request_of: Callable[[Any], Request] | None, may_refuse: bool = False
+    ) -> bool:
+        """The objects of the paged read `request_of` (None: none) into `publish_target`; False (nothing
+        kept) when the target does not serve the read (see `_pages`)."""
+        adapter: ListingAdapter = self._only.adapter  # type: ignore[assignment]
+        ids, keys, prints = [], [], []
+
+        def each(objects: list[dict]) -> None:
             for obj in objects:
                 ids.append(adapter.object_id(obj))
                 keys.append(adapter.natural_key(obj))
                 prints.append(adapter.fingerprint(obj))
-            if cursor is None:
-                break
+
+        if request_of is not None and not await self._pages(request_of, each, may_refuse):
+            return False
         result.counts["listed"] = len(ids)
         result.counts["not_ours"] = sum(k is None for k in keys)
         query, params = text_rows(("target_id", "natural_key", "fingerprint"), (ids, keys, prints))
         self.con.execute(f"create or replace temp table publish_target as select * from {query}", params)
+        return True
 
-    def _resync_plan(self) -> tuple[Counter, list[tuple], list[str]]:
+    def _resync_plan(self, mapped: str | None, read: str) -> tuple[Counter, list[tuple], list[str]]:
         """The fixes that need a request into `RESYNC_TABLE` (the plan's columns and `cause`); returns the
         count per cause, the adoptions that need no request (key_hash, content_hash, target_id) and the
-        ledger rows to record as deleted (`cleared_missing`)."""
+        ledger rows to record as deleted (`cleared_missing`). `read`: how `_read_target` read the target
+        (by its changes, an object not listed is held still unless its id was removed)."""
         district_id, target, resource = self.district_id, self.target, self._only.name
         adapter: ListingAdapter = self._only.adapter  # type: ignore[assignment]
+        mapped_rows = (
+            f"""union all by name
+            select m.key_hash, m.target_id, 'sent' as last_status, true as restored from ({mapped}) m
+            where m.key_hash not in (select key_hash from known) and m.target_id is not null"""
+            if mapped
+            else ""
+        )
+        # the ledger's rows, and those of the target's own id mapping that the ledger lost
+        self.con.execute(
+            f"""
+            create or replace temp table _resync_ledger as
+            with known as (
+                select * from ops.publish_ledger where district_id = $d and target = $t and resource = $r
+            )
+            select *, false as restored from known {mapped_rows}
+            """,
+            {"d": district_id, "t": target, "r": resource},
+        )
+        # the ids the ledger and the mapping name that the target no longer holds
+        named = "select target_id from _resync_ledger" + (
+            f" union all select target_id from ({mapped})" if mapped else ""
+        )
+        gone = (
+            "select target_id from publish_removed"
+            if read == "changes"
+            else f"select target_id from ({named}) where target_id not in (select target_id from publish_target)"
+        )
+        self.con.execute(
+            f"create or replace temp table publish_gone as select distinct target_id from ({gone}) "
+            "where target_id is not null"
+        )
         self.con.execute(
             """
             create or replace temp table _resync_all as
             with l as (
-                select * from ops.publish_ledger
-                where district_id = $d and target = $t and resource = $r
+                select * from _resync_ledger
             ), live as (  -- ledger rows whose object the target still holds
-                select l.* from l join publish_target t using (target_id)
+                select * from l
+                where target_id is not null and target_id not in (select target_id from publish_gone)
             ), unknown as (  -- our objects the ledger does not know
                 select t.*, row_number() over (
                     partition by t.natural_key order by try_cast(t.target_id as bigint), t.target_id
@@ -574,6 +722,9 @@ class _Run:
             select 'adopted' as cause, key_hash, 'update' as action, content_hash, payload, target_id,
                 null as etag, null as held_hash, null as lookup_key, fingerprint
             from adopt
+            union all  -- a live object only the mapping names: its ledger row again, nothing to send
+            select 'adopted', key_hash, 'update', null, null, target_id, null, null, null, null
+            from live where restored
             union all
             select 'deleted_orphan', null, 'delete', null, null, u.target_id, null, null, null, null
             from unknown u where u.target_id not in (select target_id from adopt)
@@ -581,7 +732,7 @@ class _Run:
             select case when d.payload is null then 'cleared_missing' else 'recreated_missing' end,
                 l.key_hash, 'create', d.content_hash, d.payload::varchar, null, null, null, d.lookup_key, null
             from l left join publish_desired d using (key_hash)
-            where l.target_id is not null and l.target_id not in (select target_id from publish_target)
+            where l.target_id in (select target_id from publish_gone)
               and l.key_hash not in (select key_hash from adopt)
             union all  -- a pending create from before lookup keys, withdrawn: its object, if any, is an orphan
             select 'cleared_missing', l.key_hash, 'create', null, null, null, null, null, null, null
@@ -593,8 +744,7 @@ class _Run:
                 l.target_id, l.etag, null, null, t.fingerprint
             from live l join publish_target t using (target_id) join publish_desired d using (key_hash)
             where l.last_status = 'sent' and d.payload is not null and l.content_hash = d.content_hash
-            """,
-            {"d": district_id, "t": target, "r": resource},
+            """
         )
         # The fields Qmlativ (or any target) holds against the payload: only the target's own fingerprint
         # can compare them. An adopted object whose content already matches needs no request.

@@ -57,6 +57,16 @@ create table if not exists ops.publish_settled (
     settled_at timestamptz not null,
     primary key (district_id, target, resource)
 );
+-- Per resource of a target that answers change queries (Ed-Fi's), the newest change version the last
+-- resync that fixed everything read up to: the next one reads only what changed after it.
+create table if not exists ops.publish_change_versions (
+    district_id varchar not null,
+    target varchar not null,
+    resource varchar not null,
+    change_version bigint not null,
+    recorded_at timestamptz not null,
+    primary key (district_id, target, resource)
+);
 """
 
 ACTIONS = ("create", "update", "delete")
@@ -277,6 +287,33 @@ def held(con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource
         "and target_id is not null",
         [district_id, target, resource],
     ).fetchall()[0][0]
+
+
+def change_version(
+    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str
+) -> int | None:
+    """The change version the resource's last complete resync read up to, or None (never, or forgotten)."""
+    row = con.execute(
+        "select change_version from ops.publish_change_versions where district_id = ? and target = ? "
+        "and resource = ?",
+        [district_id, target, resource],
+    ).fetchone()
+    return row[0] if row else None
+
+
+def record_change_version(
+    con: duckdb.DuckDBPyConnection, district_id: str, target: str, resource: str, version: int | None
+) -> None:
+    """Record (None: forget) the change version a resync of the resource read up to and fixed."""
+    con.execute(
+        "delete from ops.publish_change_versions where district_id = ? and target = ? and resource = ?",
+        [district_id, target, resource],
+    )
+    if version is not None:
+        con.execute(
+            "insert into ops.publish_change_versions values (?, ?, ?, ?, now())",
+            [district_id, target, resource, version],
+        )
 
 
 def write(con: duckdb.DuckDBPyConnection, district_id: str, target: str, rows: list[tuple]) -> None:

@@ -46,6 +46,9 @@ Test hooks (no token; not counted):
 - `GET|POST /_sandbox/edfi/faults`: as the Qmlativ sandbox's (`qmlativ.Faults`), on DATA requests.
 - `GET /_sandbox/edfi/stats` -> `{"total": n, "requests": {method: {status: n}}}` ("dropped" for a closed
   connection); `DELETE` resets them.
+- `GET|POST /_sandbox/edfi/change_queries` `{"enabled": bool}`: off, the emulator is an ODS without change
+  queries: `availableChangeVersions`, `/deletes` and `/keyChanges` are 404 and `minChangeVersion` /
+  `maxChangeVersion` 400.
 """
 
 from __future__ import annotations
@@ -442,6 +445,7 @@ class EdFiApi:
         self.swagger = self._swagger_documents()
         self.set_faults(faults or Faults())
         self.stats = _new_stats()
+        self.change_queries = True
 
     def _load_reference_records(self, records: dict[Resource, list[dict]], scopes: list[str]) -> None:
         loaded = _now()
@@ -520,6 +524,7 @@ class EdFiApi:
         router.add_post("/_sandbox/edfi/faults", self.post_faults)
         router.add_get("/_sandbox/edfi/stats", self.get_stats)
         router.add_delete("/_sandbox/edfi/stats", self.reset_stats)
+        router.add_route("*", "/_sandbox/edfi/change_queries", self.change_queries_switch)
         app.on_cleanup.append(lambda _app: self._close())
         return app
 
@@ -623,6 +628,8 @@ class EdFiApi:
 
     async def change_versions(self, request: web.Request) -> web.Response:
         self._authorized(request)
+        if not self.change_queries:
+            raise _not_found()
         return web.json_response({"oldestChangeVersion": 0, "newestChangeVersion": self.version})
 
     async def _target(self, request: web.Request) -> tuple[str, Resource, Table, bool]:
@@ -656,6 +663,8 @@ class EdFiApi:
         scope, resource, table, drop_after = await self._target(request)
         record_id = request.match_info["id"]
         if request.method == "GET" and record_id in ("deletes", "keyChanges"):
+            if not self.change_queries:
+                raise _not_found()
             # natural keys never change here (a PUT may not change one), so there are no key changes
             changes = table.deletes if record_id == "deletes" else []
             return self._page(request, changes, lambda d: d["changeVersion"], lambda d: d)
@@ -710,6 +719,9 @@ class EdFiApi:
         query = request.query
         offset = _int_parameter(query, "offset", 0, 0)
         limit = _int_parameter(query, "limit", DEFAULT_LIMIT, 0, MAX_LIMIT)
+        if not self.change_queries and {"minChangeVersion", "maxChangeVersion"} & set(query):
+            detail = "Change queries are not enabled on this ODS/API."
+            raise problem(400, "bad-request:parameter", "Parameter Validation Failed", detail)
         low = _int_parameter(query, "minChangeVersion", None, 0)
         high = _int_parameter(query, "maxChangeVersion", None, 0)
         if low is not None or high is not None:
@@ -776,6 +788,13 @@ class EdFiApi:
     async def reset_stats(self, request: web.Request) -> web.Response:
         self.stats = _new_stats()
         return web.json_response(self.stats)
+
+    async def change_queries_switch(self, request: web.Request) -> web.Response:
+        if request.method == "POST":
+            self.change_queries = bool((await _body(request)).get("enabled", True))
+        elif request.method != "GET":
+            raise _not_allowed("GET, POST")
+        return web.json_response({"enabled": self.change_queries})
 
 
 async def _body(request: web.Request) -> dict:
