@@ -289,24 +289,28 @@ def _indented_table(markdown: str) -> str:
     return "\n".join("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths, strict=False)) for r in rows)
 
 
-PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "pending", "failed")
+PUBLISH_COUNTS = ("created", "updated", "deleted", "unchanged", "held", "pending", "failed")
 
 
 def _publish_table(line: AssetLine, dry_run: bool) -> str:
-    """Per-resource counts from the publish metadata (`<resource>/<count>`), and the causes of failures."""
+    """Per-resource counts from the publish metadata (`<resource>/<count>`, a resource of a target with
+    connections `<connection>/<resource>`), and the causes of failures."""
     m = line.metadata
     if not m.get("configured", True):
         return f"\n{line.asset}: not configured for this district"
     if "reason" in m:
         return f"\n{line.asset}: nothing sent: {m['reason']}"
+    if m.get("toggled_off"):
+        return f"\n{line.asset}: toggled off: nothing sent, nothing deleted (what was sent stays)"
     prefix = "planned_" if dry_run else ""
     names = ("create", "update", "delete", "unchanged", "failed") if dry_run else PUBLISH_COUNTS
-    resources = sorted({k.split("/")[0] for k in m if "/" in k})
+    resources = sorted({k.rsplit("/", 1)[0] for k in m if "/" in k})
+    width = max([34, *map(len, resources)])
     rows = [f"\n{line.asset}{' (dry run: planned, nothing sent)' if dry_run else ''}"]
-    rows.append(f"  {'resource':34}" + "".join(f"{n:>10}" for n in names))
+    rows.append(f"  {'resource':{width}}" + "".join(f"{n:>10}" for n in names))
     for r in resources:
         values = [m.get(f"{r}/{prefix}{n}", m.get(f"{r}/{n}", 0)) for n in names]
-        rows.append(f"  {r:34}" + "".join(f"{int(v):>10,}" for v in values))
+        rows.append(f"  {r:{width}}" + "".join(f"{int(v):>10,}" for v in values))
     check = "FAILED" if line.checks_failed else "warning" if line.checks_warned else "ok"
     rows.append(f"  checks: {check}")
     causes = m.get("top_error_causes")

@@ -71,6 +71,8 @@ def districts_file(session_dir, district_inputs, sandbox) -> Path:
     doc = yaml.safe_load(path.read_text())
     demo = doc["districts"][0]
     assert demo["id"] == "demo"
+    # The sandbox's Indiana district (`demo-in`) is left out: `filedrop` has the Ed-Fi target here.
+    doc["districts"] = [demo]
     filedrop = yaml.safe_load(yaml.safe_dump(demo))
     filedrop.update(id="filedrop", name="File Drop ISD (synthetic)")
     filedrop["inputs"].update(

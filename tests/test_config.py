@@ -57,6 +57,13 @@ def test_relative_input_folders_are_relative_to_the_districts_file(tmp_path):
         ),
         (lambda d: d["qmlativ"].update(access_expires="next year"), "qmlativ.access_expires", "date"),
         (lambda d: d["edfi"].update(profile="texas"), "edfi.profile", "indiana"),
+        (
+            lambda d: d["edfi"].update(
+                resources={"studentEducationOrganizationAssessmentAccommodations": "off"}
+            ),
+            "edfi.resources",
+            "studentAssessmentAccommodations",
+        ),
         (lambda d: d["oneroster"]["delivery"].update(sftp={"host": "h"}), "oneroster.delivery.sftp", "user"),
     ],
 )

@@ -122,3 +122,33 @@ def test_summary_and_metadata_carry_no_student_data(defs, districts_file, wareho
 def test_an_unknown_district_is_refused_with_the_configured_ids(districts_file, capsys):
     assert main(["run", "--districts-file", str(districts_file), "--district", "nowhere"]) == 2
     assert "demo" in capsys.readouterr().err
+
+
+def test_the_sandboxs_indiana_district_publishes_its_accommodations_and_prints_their_counts(
+    defs, sandbox, district_inputs, warehouse, capsys, tmp_path
+):
+    """Issue 8: `make demo` publishes the Indiana accommodations to the emulator and prints their counts.
+    The sandbox's second district runs here under a test partition's id, on a sandbox (ODS) of its own."""
+    import json
+    import re
+
+    from sg_orchestration.sandbox import Sandbox
+
+    as_of = json.loads((district_inputs / "district.json").read_text())["as_of"]
+    with Sandbox(district_inputs, credentials=sandbox.credentials, state_dir=tmp_path / "store") as sb:
+        path = tmp_path / "districts.yaml"
+        sb.write_districts_file(path)
+        doc = yaml.safe_load(path.read_text())
+        texas, indiana = doc["districts"]
+        assert "edfi" not in texas and indiana["state"] == "IN"
+        doc["districts"] = [{**indiana, "id": "filedrop"}]
+        path.write_text(yaml.safe_dump(doc))
+        code = main(["run", "--districts-file", str(path), "--district", "filedrop", "--as-of", as_of])
+    out = capsys.readouterr().out
+    assert code == 0 and "result: OK" in out, out[-4000:]
+    assert "publish/edfi_accommodations        published" in out
+    row = re.search(r"^  idoe/studentAssessmentAccommodations +([\d,]+) +0 +0 +0 +0 +0 +0$", out, re.M)
+    assert row and int(row[1].replace(",", "")) > 0, out[-4000:]
+    why = out[out.index("validate/edfi_accommodations") :]
+    for reason in ("no show", "school state exclude", "invalid combination", "not started", "ended"):
+        assert re.search(rf"idoe +\d{{4}} +{reason} +\d+", why), reason

@@ -21,6 +21,8 @@ from sg_orchestration.generate import generate_district, next_day
 from sg_orchestration.sandbox import Sandbox
 from sg_orchestration.sandbox.data import DISTRICT_KEYS, OPTIONAL_DISTRICT_KEYS, InputsError
 from sg_orchestration.sandbox.server import (
+    EDFI_KEY,
+    EDFI_SECRET,
     QMLATIV_KEY,
     QMLATIV_SECRET,
     SAMEGOAL_CLIENT_ID,
@@ -329,6 +331,28 @@ def test_districts_file_loads_and_points_at_the_servers(inputs: Path, sb: Sandbo
     assert env[district.samegoal.client_secret_env] == sb.credentials[SAMEGOAL_CLIENT_SECRET]
     assert not any(value in (tmp_path / "out" / "districts.yaml").read_text() for value in env.values())
     assert env_file.stat().st_mode & 0o077 == 0
+
+
+def test_with_campus_extracts_the_districts_file_has_an_indiana_district_on_the_edfi_emulator(
+    inputs: Path, sb: Sandbox, tmp_path: Path
+):
+    """The Ed-Fi target gets a district of its own (state IN), so the first district's nightly stays the
+    Qmlativ writeback's; without campus extracts there is none."""
+    path = tmp_path / "out" / "districts.yaml"
+    sb.write_districts_file(path)
+    assert load_districts(path).ids == ["sandbox-isd"]
+    (inputs / "campus").mkdir()
+    env_file = sb.write_districts_file(path)
+    first, indiana = load_districts(path).districts
+    assert first.edfi is None and (indiana.id, indiana.state) == ("sandbox-isd-in", "IN")
+    assert indiana.inputs.campus_dir == inputs / "campus" and indiana.qmlativ is indiana.samegoal is None
+    assert indiana.edfi.profile == "indiana" and indiana.edfi.resources == {}
+    (connection,) = indiana.edfi.connections
+    assert connection.base_url == sb.urls["edfi"] and not connection.year_specific
+    assert (connection.district_number, connection.school_years) == ("5375", [2025, 2026])
+    env = dict(line.split("=", 1) for line in env_file.read_text().splitlines())
+    assert env[connection.key_env] == sb.credentials[EDFI_KEY]
+    assert env[connection.secret_env] == sb.credentials[EDFI_SECRET]
 
 
 def test_up_and_down_run_a_detached_process(inputs: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

@@ -14,9 +14,18 @@ from typing import Annotated, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from sg_orchestration.catalog import SAMEGOAL_PROGRAMS
+from sg_orchestration.edfi.names import RESOURCES as EDFI_RESOURCES
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]*$"
 EnvVarName = Annotated[str, Field(pattern=ENV_NAME, description="name of an environment variable")]
@@ -115,8 +124,23 @@ class EdfiConnection(_Strict):
 
 class Edfi(_Strict):
     connections: list[EdfiConnection] = Field(min_length=1)
-    resources: dict[str, Literal["on", "off"]] = Field(default_factory=dict)
     profile: Literal["indiana", "ds52"] = "indiana"
+    # The resource toggle, by the profile's resource name (`edfi.names.RESOURCES`); absent: on.
+    resources: dict[str, Literal["on", "off"]] = Field(default_factory=dict)
+
+    @field_validator("resources")
+    @classmethod
+    def _the_profiles_resource(cls, value: dict[str, str], info: ValidationInfo) -> dict[str, str]:
+        profile = info.data.get("profile")
+        if profile is None:  # the profile itself is wrong: refused on its own
+            return value
+        unknown = sorted(set(value) - {EDFI_RESOURCES[profile]})
+        if unknown:
+            raise ValueError(
+                f"unknown resource(s) {unknown}; the {profile!r} profile's resource is "
+                f"{EDFI_RESOURCES[profile]!r}"
+            )
+        return value
 
 
 class SftpDelivery(_Strict):

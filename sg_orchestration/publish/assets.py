@@ -5,6 +5,7 @@ from datetime import date
 import dagster as dg
 
 from sg_orchestration.config import current_districts
+from sg_orchestration.edfi.names import TARGET as EDFI_TARGET
 from sg_orchestration.publish.edfi import publish_accommodations, toggled_off
 from sg_orchestration.publish.engine import CONFIRM_DELETES_TAG, PublishResult, confirm_hint
 from sg_orchestration.publish.qmlativ import access_expiry_status, publish_writeback
@@ -21,21 +22,22 @@ DRY_RUN_TAG = "sg/dry_run"
 COUNTS = ("created", "updated", "deleted", "unchanged", "skipped", "pending", "failed", "refused")
 
 
-def _report(results: list[PublishResult], dry_run: bool) -> dict:
+def _report(results: list[PublishResult], dry_run: bool, label=lambda r: r.resource) -> dict:
     """Per-screen counts and the top error causes: counts and causes only, never student data.
 
     Whether the publish is complete: `<screen>/failed`, `<screen>/pending` (outcome unknown, looked up on
     the next run), `<screen>/refused` (deletes of a plan the mass-delete guard refused) and
     `<screen>/incomplete` (their sum) per screen; `incomplete` is the total and `complete` its negation.
-    In a dry run they are what the plan would leave (refused: what the guard would refuse)."""
+    In a dry run they are what the plan would leave (refused: what the guard would refuse). A screen is
+    named `label(result)`: the resource, or for Ed-Fi `connection/resource`."""
 
     def count(r: PublishResult, c: str) -> int:
         source = r.counts if c == "refused" or not dry_run else r.planned
         return int(source.get(c, 0))
 
     header = "| screen | " + " | ".join(COUNTS) + " |\n|---|" + "---:|" * len(COUNTS)
-    rows = [f"| {r.resource} | " + " | ".join(str(count(r, c)) for c in COUNTS) + " |" for r in results]
-    causes = [(r.resource, cause, n) for r in results for cause, n in r.errors.most_common(10)]
+    rows = [f"| {label(r)} | " + " | ".join(str(count(r, c)) for c in COUNTS) + " |" for r in results]
+    causes = [(label(r), cause, n) for r in results for cause, n in r.errors.most_common(10)]
     causes.sort(key=lambda c: -c[2])
     cause_table = "| screen | cause | count |\n|---|---|---:|\n" + "\n".join(
         f"| {screen} | {cause.replace('|', '/')} | {n} |" for screen, cause, n in causes[:15]
@@ -50,7 +52,7 @@ def _report(results: list[PublishResult], dry_run: bool) -> dict:
         "top_error_causes": dg.MetadataValue.md(cause_table if causes else "No errors."),
     }
     for r in results:
-        metadata.update({k: v for k, v in r.metadata().items() if not k.endswith("top_error_causes")})
+        metadata.update({k: v for k, v in r.metadata(label(r)).items() if not k.endswith("top_error_causes")})
     return metadata
 
 
@@ -157,7 +159,8 @@ def build_edfi_publish_asset(partitions_def: dg.PartitionsDefinition) -> dg.Asse
         results = publish_accommodations(
             district, dry_run=dry_run, confirm_deletes=context.run.tags.get(CONFIRM_DELETES_TAG)
         )
-        metadata = _report(results, dry_run)
+        # each connection's routes apart: two connections publish resources of the same names
+        metadata = _report(results, dry_run, label=lambda r: r.name.removeprefix(f"{EDFI_TARGET}/"))
         _fail_on_refusals(context, results, metadata, dry_run)
         return dg.MaterializeResult(metadata=metadata)
 

@@ -210,8 +210,11 @@ class PublishResult:
         lines += ["| {} | {} |".format(c.replace("|", "\\|"), k) for c, k in self.errors.most_common(n)]
         return "\n".join(lines) if self.errors else "No errors."
 
-    def metadata(self) -> dict[str, Any]:
-        """Flat values for a Dagster materialization (wrap `top_error_causes` in `MetadataValue.md`)."""
+    def metadata(self, label: str | None = None) -> dict[str, Any]:
+        """Flat values for a Dagster materialization (wrap `top_error_causes` in `MetadataValue.md`), each
+        `{label}/{count}`, the label the resource unless given (a target of several connections names
+        the connection too)."""
+        label = label or self.resource
         names = (
             "sent",
             "created",
@@ -225,12 +228,12 @@ class PublishResult:
             "failed",
         )
         source = self.planned if self.dry_run else self.counts
-        values: dict[str, Any] = {f"{self.resource}/{k}": int(source.get(k, 0)) for k in names}
-        values[f"{self.resource}/refused"] = int(self.counts.get("refused", 0))
-        values[f"{self.resource}/incomplete"] = self.incomplete
+        values: dict[str, Any] = {f"{label}/{k}": int(source.get(k, 0)) for k in names}
+        values[f"{label}/refused"] = int(self.counts.get("refused", 0))
+        values[f"{label}/incomplete"] = self.incomplete
         if self.dry_run or self.refusal:
-            values.update({f"{self.resource}/planned_{a}": n for a, n in self.planned.items()})
-        values[f"{self.resource}/top_error_causes"] = self.top_error_causes()
+            values.update({f"{label}/planned_{a}": n for a, n in self.planned.items()})
+        values[f"{label}/top_error_causes"] = self.top_error_causes()
         return values
 
 

@@ -44,8 +44,10 @@ One server per store at a time: each serves from its own in-memory copy.
 
 Test hooks (no token; not counted):
 - `GET|POST /_sandbox/edfi/faults`: as the Qmlativ sandbox's (`qmlativ.Faults`), on DATA requests.
-- `GET /_sandbox/edfi/stats` -> `{"total": n, "requests": {method: {status: n}}}` ("dropped" for a closed
-  connection); `DELETE` resets them.
+- `GET /_sandbox/edfi/stats` -> `{"total": n, "requests": {method: {status: n}}, "writeback": {...}}`
+  ("dropped" for a closed connection): every request (token and discovery included) and, under
+  "writeback", those to a written resource (`schema` set: what a publish reads and writes); `DELETE`
+  resets them.
 - `GET|POST /_sandbox/edfi/change_queries` `{"enabled": bool}`: off, the emulator is an ODS without change
   queries: `availableChangeVersions`, `/deletes` and `/keyChanges` are 404 and `minChangeVersion` /
   `maxChangeVersion` 400.
@@ -69,7 +71,7 @@ from sg_orchestration.edfi.schema import DS52_RESOURCE, load_ds52_schema, load_i
 from sg_orchestration.paths import DBT_PROJECT_DIR
 from sg_orchestration.sandbox.auth import Tokens, basic_credentials, json_error, same_client
 from sg_orchestration.sandbox.data import read_records
-from sg_orchestration.sandbox.qmlativ import DROPPED, Faults, QmlativApi, _drop, _Reply
+from sg_orchestration.sandbox.qmlativ import DROPPED, WRITEBACK, Faults, QmlativApi, _drop, _Reply
 
 MAX_LIMIT = 500
 DEFAULT_LIMIT = 25
@@ -411,7 +413,7 @@ def _paths(resource: Resource) -> dict:
 
 
 def _new_stats() -> dict:
-    return {"total": 0, "requests": {}}
+    return {"total": 0, "requests": {}, "writeback": {}}
 
 
 class EdFiApi:
@@ -500,7 +502,7 @@ class EdFiApi:
         }
 
     # Faults, their hooks, the stats hook and the request counting are the Qmlativ sandbox's: they use only
-    # self.faults, self._random and self.stats ({"total", "requests"}; no request here is a writeback's).
+    # self.faults, self._random and self.stats ({"total", "requests", "writeback"}).
     set_faults = QmlativApi.set_faults
     get_faults = QmlativApi.get_faults
     post_faults = QmlativApi.post_faults
@@ -639,6 +641,7 @@ class EdFiApi:
         path = f"/{request.match_info['namespace']}/{request.match_info['name']}"
         if (scope, path) not in self.tables:
             raise _not_found()
+        request[WRITEBACK] = self.resources[path].schema is not None
         try:
             drop_after = await self._faults(request)
         except _Reply as fault:  # a fault's error, Qmlativ-shaped: answered as the problem details of an ODS

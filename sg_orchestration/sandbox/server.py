@@ -30,6 +30,7 @@ CREDENTIAL_NAMES = (
     EDFI_KEY,
     EDFI_SECRET,
 )
+INDIANA_TIMEZONE = "America/Indiana/Indianapolis"
 FILE_DROP_SYSTEMS = ("powerschool", "oneroster", "campus")  # read from folders; the others come over the APIs
 
 
@@ -135,9 +136,37 @@ class Sandbox:
             await runner.cleanup()
         self._runners.clear()
 
+    def _indiana_district(self) -> dict | None:
+        """The `{id}-in` district of `write_districts_file`, or None when the inputs cannot make one."""
+        d = self.district
+        campus = self.inputs / "campus"
+        if not (campus.is_dir() and d.get("edfi_district_number") and d.get("school_years")):
+            return None
+        connection = {
+            "name": "idoe",
+            "base_url": self.urls["edfi"],
+            "key_env": EDFI_KEY,
+            "secret_env": EDFI_SECRET,
+            "district_number": str(d["edfi_district_number"]),
+            "school_years": [int(y) for y in d["school_years"]],
+        }
+        return {
+            "id": f"{d['id']}-in",
+            "name": f"{d['name']} (Indiana)",
+            "state": "IN",
+            "timezone": INDIANA_TIMEZONE,
+            "inputs": {"campus_dir": str(campus)},
+            "edfi": {"profile": "indiana", "connections": [connection]},
+        }
+
     def write_districts_file(self, path: Path) -> Path:
         """A districts.yaml for the generated district pointing at these servers, and beside it
-        (`path.with_suffix(".env")`, `NAME=value` lines) the credentials it names; returns the env file."""
+        (`path.with_suffix(".env")`, `NAME=value` lines) the credentials it names; returns the env file.
+
+        When the inputs have the campus (Indiana SIS) extracts and `district.json` an Ed-Fi district
+        number and school years, a second district `{id}-in` (state IN) publishes them to the Ed-Fi
+        emulator: the Ed-Fi target has its own district, so the first district's nightly is only the
+        Qmlativ writeback's."""
         if not self.urls:
             raise RuntimeError("the sandbox is not running: use `with Sandbox(...) as sb:`")
         d = self.district
@@ -166,9 +195,10 @@ class Sandbox:
                 "access_expires": d["qmlativ_access_expires"],
             },
         }
+        districts = [district, *filter(None, [self._indiana_district()])]
         path = Path(path)
         env_file = path.with_suffix(".env")
         header = f"# Written by the sg-orch sandbox for {self.inputs}; credentials are in {env_file.name}.\n"
-        write_atomically(path, header + yaml.safe_dump({"districts": [district]}, sort_keys=False))
+        write_atomically(path, header + yaml.safe_dump({"districts": districts}, sort_keys=False))
         write_atomically(env_file, "".join(f"{k}={v}\n" for k, v in self.credentials.items()), mode=0o600)
         return env_file

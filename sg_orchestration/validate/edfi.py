@@ -37,7 +37,7 @@ FIX = (
     "the SIS; the record is sent on the next run once it passes."
 )
 CHUNK_ROWS = 50_000
-MART_LOCATION = "Ed-Fi payload mart"  # the error-log location of a payload finding
+MART_FINDING = "Ed-Fi payload mart"  # the location of a pandera finding on the payload mart
 SCHEMA_DIR = Path(__file__).parents[1] / "edfi"
 
 
@@ -158,8 +158,11 @@ def record_findings(con, district) -> Counter:
         found += failures(profile, frame, descriptors)
     if found:
         con.executemany(
-            f"insert into _sg_edfi_findings values (?, md5(?), ?, null, ?, ?, {literal(MART_LOCATION)}, null)",
-            [(route_target(conn, profile), key, field, cause, FIX) for conn, key, field, cause in found],
+            "insert into _sg_edfi_findings values (?, md5(?), ?, null, ?, ?, ?, null)",
+            [
+                (route_target(conn, profile), key, f, cause, FIX, MART_FINDING)
+                for conn, key, f, cause in found
+            ],
         )
     con.execute(  # the payload findings of the rows that did not change stand
         f"""
@@ -170,7 +173,7 @@ def record_findings(con, district) -> Counter:
           and (e.target, e.record_key_hash) in (
               select ({resource_target}, md5(_key)) from _sg_edfi_rows r where {seen})
         """,
-        {**here, "loc": MART_LOCATION},
+        {**here, "loc": MART_FINDING},
     )
     con.execute("delete from ops.validated_rows where district_id = $d and mart = $m", here)
     con.execute("insert into ops.validated_rows select $d, $m, _sg_hash from _sg_edfi_rows", here)
@@ -182,6 +185,37 @@ def record_findings(con, district) -> Counter:
                 "select target, count(distinct record_key_hash) from _sg_edfi_findings group by 1"
             ).fetchall()
         )
+    )
+
+
+def not_sent(con, district) -> list[tuple[str, str, str, int]]:
+    """Why test accommodations are not sent, counts only: (connection, school year, reason, test
+    accommodations) for each seed 002 rule and data error of the rules (`not_sent_rule`; a row whose
+    record another row sends is not counted), and (connection, "", "failed validation", records) for the
+    payload-mart records pandera holds back. Reads `record_findings`' findings of the same connection."""
+    rules = con.execute(
+        f"""
+        select connection, school_year::varchar, replace(not_sent_rule, '_', ' '),
+            count(distinct accommodation_id)
+        from {INTERMEDIATE} where district_id = ? and not_sent_rule is not null
+          and not_sent_rule <> 'sent_elsewhere'
+        group by all order by all
+        """,
+        [district.id],
+    ).fetchall()
+    held = con.execute(
+        "select split_part(target, '/', 2), '', 'failed validation', count(distinct record_key_hash) "
+        "from _sg_edfi_findings where location = ? group by all order by all",
+        [MART_FINDING],
+    ).fetchall()
+    return rules + held
+
+
+def _not_sent_table(rows: list[tuple[str, str, str, int]]) -> str:
+    if not rows:
+        return "Every test accommodation is sent."
+    return "| connection | school year | why not sent | count |\n|---|---|---|---:|\n" + "\n".join(
+        f"| {connection} | {year} | {reason} | {n} |" for connection, year, reason, n in rows
     )
 
 
@@ -212,9 +246,14 @@ def build_edfi_validation_asset(partitions_def: dg.PartitionsDefinition) -> dg.A
             )
         with connect() as con:
             invalid = record_findings(con, district)
+            reasons = not_sent(con, district)
         total = sum(invalid.values())
         return dg.MaterializeResult(
-            metadata={"invalid_records": total, **{f"invalid/{k}": v for k, v in invalid.items()}},
+            metadata={
+                "invalid_records": total,
+                **{f"invalid/{k}": v for k, v in invalid.items()},
+                "not_sent": dg.MetadataValue.md(_not_sent_table(reasons)),
+            },
             check_results=[
                 dg.AssetCheckResult(
                     check_name="records_valid",
