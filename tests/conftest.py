@@ -29,6 +29,13 @@ def pytest_configure(config):
     os.environ["SG_DISTRICTS_FILE"] = str(placeholder)
 
 
+@pytest.fixture(autouse=True)
+def _districts_file_kept(monkeypatch):
+    """`sg-orch run` points SG_DISTRICTS_FILE at its districts file for the rest of its process; a test
+    that runs it in process must not leave its own file to the tests after it."""
+    monkeypatch.setenv("SG_DISTRICTS_FILE", os.environ["SG_DISTRICTS_FILE"])
+
+
 @pytest.fixture(scope="session")
 def session_dir(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("sg")
