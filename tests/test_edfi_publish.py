@@ -288,13 +288,16 @@ def test_payload_rows_judged_before_by_the_same_rules_are_not_judged_again_and_t
 def test_twenty_percent_429_and_500_and_dropped_connections_end_with_the_desired_state_and_no_duplicates(ods):
     """Issue 8: a fifth of the requests answered 429 or 500, connections dropped before and after a write
     is applied: the publish retries them all, never posts a record twice, and the next run sends nothing."""
-    ods.set_faults(**FAULTS, seed=8)
+    # The district sends ~35 records: at FAULTS' 5% drop rates a run sees no drop about one time in a
+    # hundred (the order of the draws follows the requests' timing), so this run drops more often.
+    ods.set_faults(**{**FAULTS, "drop_rate": 0.15, "drop_after_write_rate": 0.15}, seed=8)
     (result,) = publish_accommodations(ods.district, retry=PATIENT)
     faults = ods.stats()["writeback"]
     ods.set_faults()
     assert (result.counts["failed"], result.counts["pending"]) == (0, 0), result.errors
     assert result.counts["created"] == len(ods.desired()) > 0
-    assert {"429", "500", "dropped"} <= set(faults["POST"]), faults
+    assert {"429", "500", "dropped"} <= {status for by in faults.values() for status in by}, faults
+    assert "dropped" in faults["POST"], faults
     ods.assert_holds_the_desired_state()
     ods.reset_stats()
     (again,) = publish_accommodations(ods.district, retry=PATIENT)

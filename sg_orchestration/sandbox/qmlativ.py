@@ -80,7 +80,7 @@ class ObjectTable:
 class Faults:
     """What goes wrong on writeback-object requests, decided per request before anything is applied.
 
-    `error_rate`: answer one of `statuses` instead (429 and 503 with `Retry-After: {retry_after}`);
+    `error_rate`: answer one of `statuses` instead, each in turn (429 and 503 with `Retry-After: {retry_after}`);
     `slow_rate`: wait `slow_seconds` first; `drop_rate`: close the connection without a response;
     `drop_after_write_rate` (create, update, delete): apply the write, then close without a response,
     the lost response of a publish killed mid-request. `seed` makes the sequence of decisions repeatable.
@@ -222,6 +222,7 @@ class QmlativApi:
     def set_faults(self, faults: Faults) -> None:
         self.faults = faults
         self._random = random.Random(faults.seed)
+        self._errors = 0  # error answers given: which of `statuses` the next one is
 
     def app(self) -> web.Application:
         app = web.Application(middlewares=[self._count])
@@ -299,7 +300,8 @@ class QmlativApi:
         if f.slow_rate and rng.random() < f.slow_rate:
             await asyncio.sleep(f.slow_seconds)
         if f.error_rate and rng.random() < f.error_rate:
-            status = rng.choice(f.statuses)
+            # in turn rather than drawn: a short run still sees every status it was asked for
+            status, self._errors = f.statuses[self._errors % len(f.statuses)], self._errors + 1
             headers = {"Retry-After": str(f.retry_after)} if status in (429, 503) else None
             body = {"Errors": [{"Field": None, "Message": f"sandbox fault: {status}"}]}
             raise _Reply(web.json_response(body, status=status, headers=headers))
