@@ -326,6 +326,40 @@ def test_a_nightly_resync_reads_only_what_changed_through_change_queries(ods):
     )
 
 
+def test_a_resync_by_change_queries_after_a_nightly_publish_fixes_only_what_was_done_in_the_ods(ods):
+    """Seed 002's resync rules between nightly publishes: the changes a resync reads include what the
+    publish since sent (an update, a No Show's delete); those are ours and as desired, so only the record
+    posted in the ODS by hand is fixed (deleted: "it does not have a matching record in Campus or the Ed-Fi
+    Identity Mapping table")."""
+    publish_accommodations(ods.district)
+    resync_accommodations(ods.district)  # records the change version it read up to
+    accommodation_id, code = test_edfi_publish._changed_accommodation("ds52")
+    with connect() as con:
+        con.execute(
+            "update raw.campus__test_accommodations set accommodation = ? where accommodation_id = ?",
+            [code, accommodation_id],
+        )
+    by_student: dict[str, list[str]] = {}
+    for key in sorted(ods.desired()):
+        by_student.setdefault(json.loads(key)["studentUniqueId"], []).append(key)
+    ods.withdraw(next(keys for keys in by_student.values() if len(keys) == 1))  # builds again
+    ods.reset_stats()
+    publish_accommodations(ods.district)
+    assert ods.writes() == {"PUT": 1, "DELETE": 1}
+    hand = Hand(ods)
+    foreign = hand.post(hand.foreign_record())
+
+    ods.reset_stats()
+    (result,) = resync_accommodations(ods.district)
+    assert result.read == "changes" and result.counts["listed"] == 2  # the update and the foreign record
+    assert result.counts["deleted_orphan"] == 1 and ods.writes() == {"DELETE": 1}
+    others = ("adopted", "recreated_missing", "overwritten_changed", "cleared_missing", "mapping_deleted")
+    assert {c: result.counts[c] for c in others} == dict.fromkeys(others, 0)
+    assert foreign not in {r["id"] for r in ods.records()}
+    ods.assert_holds_the_desired_state()
+    _assert_mapping_names_every_record_of_the_ods(ods)
+
+
 def test_a_record_deleted_and_entered_again_in_the_ods_is_adopted_and_its_mapping_row_follows(ods):
     """Seed 002: "If a record is in the Ed-Fi Identity Mapping table and not in the ODS, it will be deleted
     from the Ed-Fi Identity Mapping table." — read by change queries, a record deleted in the ODS and
