@@ -69,11 +69,13 @@ def test_a_step_is_reused_after_a_clean_build_of_the_same_inputs_and_only_tested
     _load(con, "demo", DOCUMENTS, "loaded", 3)  # new data: the views show it, their tests must run
     changed = reuse.fingerprint(con, "demo", [DOCUMENTS])
     assert plan(fingerprint=changed) == reuse.Plan("test", "run-1")
-    assert plan(fingerprint=changed, **table).action == "build"  # a table must be built again
+    # A table must be built again; the views are kept and every test runs.
+    assert plan(fingerprint=changed, **table) == reuse.Plan("tables", "run-1", ("marts.t",))
     # A table that is a seed (the project's own file, unchanged) still lets the models be just tested.
     assert plan(fingerprint=changed, relations=["marts.m", "marts.t"]) == reuse.Plan("test", "run-1")
     monkeypatch.setattr(reuse, "project_digest", lambda: "an edited model")
     assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS])).action == "build"
+    assert plan(fingerprint=reuse.fingerprint(con, "demo", [DOCUMENTS]), **table).action == "build"
     monkeypatch.undo()
     reuse.forget(con, "demo", "dbt_qmlativ")  # a step that starts
     assert plan().action == "build"

@@ -10,7 +10,7 @@ A step builds only for a district that has its target (the Ed-Fi and OneRoster s
 import json
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import cache
 from graphlib import TopologicalSorter
 from pathlib import Path
@@ -102,8 +102,11 @@ PARTIAL_PARSE = "partial_parse.msgpack"
 RESULT_EVENTS = frozenset({"LogSeedResult", "LogModelResult", "LogSnapshotResult", "LogTestResult"})
 
 
-def build_in_process(context: dg.AssetExecutionContext, command: str, target: Path):
-    """`dbt <command>` of the step's selection in this process, its results as dagster-dbt's events.
+def build_in_process(
+    context: dg.AssetExecutionContext, command: str, target: Path, select: list[str] | None = None
+):
+    """`dbt <command>` of the step's selection (or of `select`'s nodes) in this process, its results as
+    dagster-dbt's events.
 
     dbt runs where the step runs: the modules dagster-dbt already imported are reused, which saves the ~2.5
     s a dbt subprocess takes to start. The step's selection is dagster-dbt's own (the same arguments its
@@ -130,7 +133,7 @@ def build_in_process(context: dg.AssetExecutionContext, command: str, target: Pa
         shutil.copyfile(shared, target / PARTIAL_PARSE)
     args = [
         command,
-        *params.selection_args,
+        *(["--select", *select] if select else params.selection_args),
         *indirect,
         "--target-path",
         str(target),
@@ -243,25 +246,26 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 reuse.forget(con, district.id, name)
         if plan.action == "reuse":
             context.log.info(f"{name}: nothing it reads changed since run {plan.built_by}; models reused")
-        if plan.action in ("reuse", "test"):
-            deps = context.assets_def.asset_deps
-            selected = context.selected_asset_keys
-            order = TopologicalSorter({k: deps.get(k, set()) & selected for k in selected}).static_order()
-            for key in order:  # Dagster wants a multi-asset's outputs upstream first
+
+        def kept(keys) -> Iterator[dg.MaterializeResult]:
+            label = reuse.REUSED if plan.action == "reuse" else reuse.VIEW_KEPT
+            for key in _upstream_first(context, keys):  # Dagster wants a multi-asset's outputs upstream first
                 yield dg.MaterializeResult(
                     asset_key=key,
                     data_version=dg.DataVersion(current[:16]),
-                    metadata={
-                        reuse.REUSED if plan.action == "reuse" else reuse.VIEW_KEPT: dg.MetadataValue.text(
-                            plan.built_by
-                        )
-                    },
+                    metadata={label: dg.MetadataValue.text(plan.built_by)},
                 )
+
+        if plan.action in ("reuse", "test"):
+            yield from kept(context.selected_asset_keys)
             if plan.action == "reuse":
                 return
         path = target_path(name, district.id)
         # No --vars: the models cover every district, and a changed var makes dbt re-parse the project.
-        yield from build_in_process(context, "build" if plan.action == "build" else "test", path)
+        if plan.action == "tables":
+            yield from _build_tables(context, plan, path, kept)
+        else:
+            yield from build_in_process(context, "build" if plan.action == "build" else "test", path)
         keep_parse(path)
         if not context.is_subset:  # build_in_process raised if a node failed
             with connect() as con:
@@ -270,12 +274,58 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
     return _models
 
 
+def _upstream_first(context: dg.AssetExecutionContext, keys) -> list[dg.AssetKey]:
+    deps = context.assets_def.asset_deps
+    keys = set(keys)
+    return list(TopologicalSorter({k: deps.get(k, set()) & keys for k in keys}).static_order())
+
+
+def _build_tables(context: dg.AssetExecutionContext, plan: reuse.Plan, path: Path, kept):
+    """The `tables` plan: dbt builds the step's tables and runs every test of the step; the views and seeds
+    are kept (a view shows its inputs' new rows as it is). Events upstream first: the kept relations the
+    tables read, the tables, the kept relations that read the tables, then the tests' results."""
+    nodes = _nodes()
+    by_relation = {f"{n['schema']}.{n['alias']}": n for n in nodes.values() if n["resource_type"] != "test"}
+    rebuilt = {k for k in context.selected_asset_keys if ".".join(k.path) in plan.tables}
+    others = set(context.selected_asset_keys) - rebuilt
+    kept_ids = {by_relation[".".join(k.path)]["unique_id"] for k in others}
+    tests = [
+        n for n in nodes.values() if n["resource_type"] == "test" and kept_ids & set(n["depends_on"]["nodes"])
+    ]
+    select = [".".join(by_relation[t]["fqn"]) for t in sorted(plan.tables)] + [
+        ".".join(n["fqn"]) for n in tests
+    ]
+    deps = context.assets_def.asset_deps
+    downstream: set[dg.AssetKey] = set()
+    for key in _upstream_first(context, context.selected_asset_keys):
+        if deps.get(key, set()) & (rebuilt | downstream):
+            downstream.add(key)
+    yield from kept(others - downstream)
+    events, failed = [], None
+    try:
+        for event in build_in_process(context, "build", path, select):
+            events.append(event)
+    except DbtFailed as exc:
+        failed = exc
+    built = (dg.Output, dg.MaterializeResult, dg.AssetMaterialization)
+    yield from (e for e in events if isinstance(e, built))
+    if failed:  # what read a table that failed was not built on it
+        yield from (e for e in events if not isinstance(e, built))
+        raise failed
+    yield from kept(downstream & others)
+    yield from (e for e in events if not isinstance(e, built))
+
+
+@cache
+def _nodes() -> dict[str, dict]:
+    return json.loads(dbt_project().manifest_path.read_text())["nodes"]
+
+
 @cache
 def _seeds() -> frozenset[str]:
     """The project's seeds (`schema.name`): tables of the project's own files, so a step with one can still
     run just its tests."""
-    nodes = json.loads(dbt_project().manifest_path.read_text())["nodes"].values()
-    return frozenset(f"{n['schema']}.{n['alias']}" for n in nodes if n["resource_type"] == "seed")
+    return frozenset(f"{n['schema']}.{n['alias']}" for n in _nodes().values() if n["resource_type"] == "seed")
 
 
 def needed(target: str, district: District) -> bool:

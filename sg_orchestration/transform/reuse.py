@@ -7,8 +7,9 @@ that source (plus what else the step writes, e.g. the cutover dates). Then:
   no test re-runs on data it already passed on;
 - `test`: only loads changed and every model of the step is a view in the warehouse: a view's SQL is all
   dbt writes, and it already shows the new data, so only the tests run (`dbt test`);
-- `build`: the project changed, a relation is gone, a model is a table (the SameGoal rules are), or no
-  clean build is known.
+- `tables`: only loads changed and some models are tables (the SameGoal rules are): those are built again,
+  the views and seeds kept (their SQL and files are the project's, unchanged), and every test runs;
+- `build`: the project changed, a relation is gone, or no clean build is known.
 A step that runs forgets its record first, so a build that fails half-way is never reused.
 """
 
@@ -84,8 +85,9 @@ def fingerprint(
 
 @dataclass(frozen=True)
 class Plan:
-    action: str  # reuse | test | build
-    built_by: str | None = None  # the run of the last clean build, for `reuse` and `test`
+    action: str  # reuse | test | tables | build
+    built_by: str | None = None  # the run of the last clean build, for `reuse`, `test` and `tables`
+    tables: tuple[str, ...] = ()  # for `tables`: the models (`schema.name`) to build again
 
 
 def plan(
@@ -107,8 +109,9 @@ def plan(
     if not row:
         return Plan("build")
     wanted = sorted(set(relations))
-    found, not_views = con.execute(
-        "select count(*), count(*) filter (where table_type <> 'VIEW' and list_contains(?, qualified)) "
+    found, tables = con.execute(
+        "select count(*), list(qualified order by qualified) filter (where table_type <> 'VIEW' "
+        "and list_contains(?, qualified)) "
         "from (select table_schema || '.' || table_name as qualified, table_type from information_schema.tables) "
         "where list_contains(?, qualified)",
         [sorted(set(models)), wanted],
@@ -118,8 +121,8 @@ def plan(
     fingerprint, built_project, run_id = row
     if fingerprint == current:
         return Plan("reuse", run_id)
-    if not_views == 0 and built_project == (project or project_digest()):
-        return Plan("test", run_id)
+    if built_project == (project or project_digest()):
+        return Plan("tables", run_id, tuple(tables)) if tables else Plan("test", run_id)
     return Plan("build")
 
 
