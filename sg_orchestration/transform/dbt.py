@@ -309,11 +309,11 @@ def _build_tables(context: dg.AssetExecutionContext, plan: reuse.Plan, path: Pat
         failed = exc
     built = (dg.Output, dg.MaterializeResult, dg.AssetMaterialization)
     yield from (e for e in events if isinstance(e, built))
-    if failed:  # what read a table that failed was not built on it
-        yield from (e for e in events if not isinstance(e, built))
-        raise failed
-    yield from kept(downstream & others)
+    if not failed:  # what reads a table that failed was not built on it
+        yield from kept(downstream & others)
     yield from (e for e in events if not isinstance(e, built))
+    if failed:
+        raise failed
 
 
 @cache
