@@ -153,7 +153,7 @@ def _stage(con: duckdb.DuckDBPyConnection, batches: Batches) -> int:
 
 # The temp tables of one load: each holds a copy of the whole read, in DuckDB's memory (`memory_limit`)
 # until dropped, so they go as soon as the load is done, before the caller reads raw again.
-_TEMP_TABLES = (STAGE, "_sg_checked", "_sg_conflicts", "_sg_errors", "_sg_load_findings")
+_TEMP_TABLES = (STAGE, "_sg_checked", "_sg_new", "_sg_conflicts", "_sg_errors", "_sg_load_findings")
 
 
 def load(
@@ -221,10 +221,13 @@ def _load(
         # `_known`: a row the district already holds, clean, with this content (the same content has the
         # same problems, so none): its fields are not checked again, and unless it conflicts with another
         # row of this load it is neither added nor retired. A night that changes 1% checks 1%.
+        # `_sg_checked` holds the verdicts, not the fields (a copy of every field of a 600,000-row file
+        # costs more than its hashes): the few statements that need fields join STAGE by row number.
+        readable = f"{REJECT} is null" + "".join(f" and {quote(k)} is not null" for k in key_columns)
         con.execute(
             f"""
             create or replace temp table _sg_checked as
-            select *,
+            select {ROW}, {REJECT}, _row_hash, _key_hash, _known, {readable} as _readable,
                 case when _known then [] else
                     {_problems_sql(source, batches.encoding_errors, batches.control_characters)}
                 end as _problems,
@@ -264,14 +267,20 @@ def _load(
             f"and r._row_hash = c._row_hash and r._error is not distinct from {error})"
         )
         target_cols = ", ".join([quote(c) for c in columns] + [name for name, _ in LOAD_COLUMNS])
+        # The rows to add first, then their fields (a join of every row's fields costs more than the read).
+        con.execute(
+            f"""
+            create or replace temp table _sg_new as
+            select {ROW}, _row_hash, _key_hash, {error} as _error from _sg_checked c where {new_rows}
+            qualify row_number() over (partition by _row_hash order by {ROW}) = 1
+            """
+        )
         con.execute(
             f"""
             insert into {table} ({target_cols})
             select {", ".join(quote(c) for c in columns)},
-                {_extra_sql(extras)}, ?, ?, now(), ?, {ROW}, _row_hash, _key_hash, {error}
-            from _sg_checked c
-            where {new_rows}
-            qualify row_number() over (partition by _row_hash order by {ROW}) = 1
+                {_extra_sql(extras)}, ?, ?, now(), ?, {ROW}, n._row_hash, n._key_hash, n._error
+            from _sg_new n join {STAGE} using ({ROW})
             """,
             [district_id, load_id, batches.origin],
         )
@@ -300,8 +309,8 @@ def _mark_conflicts(con, source: Source, key_columns: list[str]) -> None:
     """Rows of this load sharing a key but not their content: `_conflict` says which fields differ, and
     `_sg_conflicts` holds one row per such key. Exact duplicates are no conflict (one is kept)."""
     others = [c for c in source.column_names if c not in key_columns]
-    # Rows whose shape is wrong have no key: they are errors already, and never a conflict.
-    readable = f"{REJECT} is null" + "".join(f" and {quote(k)} is not null" for k in key_columns)
+    # Rows whose shape is wrong have no key (`_readable` false): they are errors already, never a conflict.
+    readable = "_readable"
     # A snapshot's clean current rows were checked together, so no two of them share a key: a conflict
     # needs a row the district does not hold, and a night that changes 1% groups only its keys. (Documents
     # keep every version, and two known ones can arrive in one load.)
@@ -330,7 +339,8 @@ def _mark_conflicts(con, source: Source, key_columns: list[str]) -> None:
         select _key_hash, count(distinct _row_hash) as versions,
             list_filter([{differing}], lambda f: f is not null) as fields,
             list_sort(list(distinct {ROW})) as source_rows
-        from _sg_checked where {readable} and _key_hash in (select _key_hash from _sg_conflicts)
+        from _sg_checked join {STAGE} using ({ROW})
+        where {readable} and _key_hash in (select _key_hash from _sg_conflicts)
         group by _key_hash
         """
     )
@@ -473,7 +483,10 @@ def _log_errors(con, source: Source, district_id: str, load_id: int, origin: str
             'correct ' || coalesce('`' || p.field || '` in ', 'the row in ') || {file_name} || ' row '
                 || {ROW} || ' and send the file again' as fix,
             {file_name} || ' row ' || {ROW} as location, {load_id} as load_id
-        from (select *, unnest(_problems) as p from _sg_checked where len(_problems) > 0)
+        from (
+            select *, unnest(_problems) as p
+            from _sg_checked join {STAGE} using ({ROW}) where len(_problems) > 0
+        )
         union all
         select {literal(source.name)}, _key_hash, f, null, versions || ' rows in this load share this key but '
                 || 'differ in ' || array_to_string(fields, ', '),
