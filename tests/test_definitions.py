@@ -139,6 +139,16 @@ def test_a_districts_nightly_plans_only_the_dbt_steps_of_its_targets(defs, distr
         demo
     )
     assert nightly_selection(graph, districts.get("filedrop")) is None  # every target
+    # An Indiana district (campus and Ed-Fi only) plans no writeback step: no dbt, validation or publish
+    indiana = districts.get("filedrop").model_copy(
+        update={"samegoal": None, "qmlativ": None, "oneroster": None}
+    )
+    planned = set(nightly_selection(graph, indiana))
+    assert dg.AssetKey(["publish", "edfi_accommodations"]) in planned
+    writeback = [
+        k for k in planned if k.path[0] != "raw" and ("qmlativ" in k.path[-1] or "samegoal" in k.path[-1])
+    ]
+    assert not writeback, writeback
     schedule = next(s for s in defs.schedules if s.name == "nightly_demo")
     context = dg.build_schedule_context(
         repository_def=defs.get_repository_def(),

@@ -7,11 +7,12 @@ from sg_orchestration.config import District
 
 def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | None:
     """The nightly job's assets that the district needs: all but the steps of targets it does not have
-    (dbt; Ed-Fi's validate and publish too: their assets and checks are not even planned); None when it
+    (dbt, validate and publish: their assets and checks are not even planned); None when it
     needs all."""
-    from sg_orchestration.publish.assets import EDFI_KEY
+    from sg_orchestration.publish.assets import EDFI_KEY, QMLATIV_KEY
     from sg_orchestration.transform.dbt import build_dbt_assets, needed
     from sg_orchestration.validate.edfi import KEY as EDFI_VALIDATION
+    from sg_orchestration.validate.qmlativ import KEY as QMLATIV_VALIDATION
 
     skip = {
         key
@@ -19,8 +20,12 @@ def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | No
         if not needed(a.op.name.removeprefix("dbt_"), district)
         for key in a.keys
     }
-    if not needed("edfi", district):  # its validate and publish steps too
-        skip |= {EDFI_VALIDATION, EDFI_KEY}
+    for target, later in (
+        ("edfi", {EDFI_VALIDATION, EDFI_KEY}),
+        ("qmlativ", {QMLATIV_VALIDATION, QMLATIV_KEY}),
+    ):
+        if not needed(target, district):  # its validate and publish steps too
+            skip |= later
     if not skip:
         return None
     return sorted(set(asset_graph.materializable_asset_keys) - skip, key=lambda k: k.to_user_string())

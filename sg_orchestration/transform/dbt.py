@@ -329,8 +329,11 @@ def _seeds() -> frozenset[str]:
 
 
 def needed(target: str, district: District) -> bool:
-    """The writeback's models serve every district; the others only a district with that target."""
-    return target == "qmlativ" or getattr(district, target) is not None
+    """A target's models serve only a district with that target; the writeback's, one with SameGoal or
+    Qmlativ (its documents, their mapping to the students and the error log of both)."""
+    if target == "qmlativ":
+        return district.samegoal is not None or district.qmlativ is not None
+    return getattr(district, target) is not None
 
 
 @cache
