@@ -409,3 +409,27 @@ def test_the_resync_pages_through_the_ods_when_it_cannot_answer_change_queries(o
     assert stats["writeback"]["DELETE"] == {"204": 1}
     assert foreign not in {r["id"] for r in ods.records()}
     ods.assert_holds_the_desired_state()
+
+
+def test_the_configuration_last_reconciled_is_found_behind_any_number_of_resyncs_that_recorded_none():
+    """A resync that failed or was refused records no `mapping_digest`: three weeks of them (an ODS down
+    every night) must not hide the configuration the last good one reconciled, or a mapping changed since
+    would never be resynced."""
+    district = DistrictsFile.model_validate(
+        {"districts": [{"id": "d1", "name": "D", "state": "IN", "timezone": "America/Indiana/Indianapolis"}]}
+    ).districts[0]
+    instance = dg.DagsterInstance.ephemeral()
+
+    def resync(**metadata) -> None:
+        event = dg.AssetMaterialization(
+            resync_module.EDFI_RESYNC_KEY, partition=district.id, metadata=metadata
+        )
+        instance.report_runless_asset_event(event)
+
+    assert resync_module.reconciled_digest(instance, district) is None
+    resync(**{resync_module.MAPPING_DIGEST: "reconciled"})
+    for _ in range(45):
+        resync(failed=1)
+    assert resync_module.reconciled_digest(instance, district) == "reconciled"
+    resync(**{resync_module.MAPPING_DIGEST: "newer"})
+    assert resync_module.reconciled_digest(instance, district) == "newer"

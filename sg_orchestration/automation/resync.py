@@ -218,15 +218,19 @@ def mapping_changes(
 
 
 def reconciled_digest(instance: dg.DagsterInstance, district: District) -> str | None:
-    """The `mapping_digest` of the district's latest Ed-Fi resync that recorded one."""
-    records = instance.fetch_materializations(
-        dg.AssetRecordsFilter(asset_key=EDFI_RESYNC_KEY, asset_partitions=[district.id]), limit=20
-    ).records
-    for record in records:
-        value = record.asset_materialization.metadata.get(MAPPING_DIGEST)
-        if value is not None:
-            return value.value
-    return None
+    """The `mapping_digest` of the district's latest Ed-Fi resync that recorded one (newest first, page by
+    page: however many runs since recorded none)."""
+    records_filter = dg.AssetRecordsFilter(asset_key=EDFI_RESYNC_KEY, asset_partitions=[district.id])
+    cursor = None
+    while True:
+        page = instance.fetch_materializations(records_filter, limit=20, cursor=cursor)
+        for record in page.records:
+            value = record.asset_materialization.metadata.get(MAPPING_DIGEST)
+            if value is not None:
+                return value.value
+        if not page.has_more:
+            return None
+        cursor = page.cursor
 
 
 def _now() -> float:
