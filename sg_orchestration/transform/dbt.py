@@ -139,6 +139,10 @@ def build_in_process(
         str(target),
         "--log-path",
         str(target),
+        # dbt writes the whole manifest.json (and run_results.json) after every command by default: ~1 s of
+        # each step's serializing a manifest nothing reads (the definitions read the project's, from
+        # `prepare`; dagster-dbt's events come from the callbacks); its parse for the next step is kept apart
+        "--no-write-json",
     ]
     failed = None
     try:
