@@ -356,7 +356,9 @@ def _bench_nightly(students: int, seed: int, work: Path, profiles: Path | None, 
         nightly(NIGHTLY_NO_CHANGE)
         # The next day's export, then the sandbox serving it, as a real SameGoal and Qmlativ would.
         qmlativ_reload = f"{sandbox.urls['qmlativ']}/_sandbox/qmlativ/reload"
-        students_before = httpx.post(qmlativ_reload).raise_for_status().json()["students"]  # a no-op
+        # a no-op reload (the count before); at 1,000,000 students it takes longer than httpx's 5 s default
+        answer = httpx.post(qmlativ_reload, timeout=600).raise_for_status()
+        students_before = answer.json()["students"]
         started = time.perf_counter()
         cmd = [*_sg_orch(), "generate", "--out", str(inputs), "--next-day", "--changed-share"]
         made = subprocess.run([*cmd, str(CHANGED_FRACTION)], env=env, capture_output=True, text=True)

@@ -27,6 +27,7 @@ class AssetLine:
     checks_passed: int = 0
     checks_warned: int = 0
     checks_failed: int = 0
+    materialized: bool = False  # else only checks of it ran (a dbt test of a model this run did not build)
 
 
 @dataclass
@@ -120,9 +121,9 @@ def collect(
         if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
             mat = event.event_specific_data.materialization
             name = mat.asset_key.to_user_string()
-            assets.setdefault(name, AssetLine(name)).metadata = {
-                k: _value(v) for k, v in mat.metadata.items()
-            }
+            line = assets.setdefault(name, AssetLine(name))
+            line.metadata = {k: _value(v) for k, v in mat.metadata.items()}
+            line.materialized = True
         elif event.event_type == dg.DagsterEventType.ASSET_CHECK_EVALUATION:
             ev = event.event_specific_data
             line = assets.setdefault(ev.asset_key.to_user_string(), AssetLine(ev.asset_key.to_user_string()))
@@ -213,8 +214,9 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
         failed = sum(a.checks_failed for a in models)
         reused = sum(REUSED in a.metadata for a in models)
         kept = sum(VIEW_KEPT in a.metadata for a in models)
+        built = sum(a.materialized for a in models) - reused - kept
         out.append(
-            f"\ndbt: {len(models) - reused - kept} models and seeds built, {kept} kept and tested on new data, "
+            f"\ndbt: {built} models and seeds built, {kept} kept and tested on new data, "
             f"{reused} reused (nothing they read changed); "
             f"{tests} tests: {tests - warned - failed} passed, {warned} warned, {failed} failed"
         )

@@ -12,6 +12,14 @@ from sg_orchestration.transform.staging import model_name
 from sg_orchestration.warehouse import connect
 
 
+def _writeback_models() -> int:
+    """The writeback step's models and seed: staging of SameGoal and Qmlativ, the student ids, the rules
+    and marts of each form, the TEDS seed."""
+    return (
+        len([s for s in SOURCES if s.system in ("samegoal", "qmlativ")]) + 1 + 2 * len(SAMEGOAL_SOURCES) + 1
+    )
+
+
 def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     defs, districts_file, warehouse, capsys, tmp_path
 ):
@@ -22,7 +30,7 @@ def test_sg_orch_run_materializes_the_nightly_job_and_prints_the_summary(
     # The writeback's models only (staging of SameGoal and Qmlativ, the student ids, the rules, marts, the
     # TEDS seed): `demo` has no Ed-Fi or OneRoster target, so their dbt steps do not build.
     writeback = [s for s in SOURCES if s.system in ("samegoal", "qmlativ")]
-    models = len(writeback) + 1 + 2 * len(SAMEGOAL_SOURCES) + 1
+    models = _writeback_models()
     assert f"dbt: {models} models and seeds built, 0 kept and tested on new data, 0 reused" in out
     with connect() as con:
         for source in writeback:
@@ -156,3 +164,51 @@ def test_the_sandboxs_indiana_district_publishes_its_accommodations_and_prints_t
     why = out[out.index("validate/edfi_accommodations") :]
     for reason in ("no show", "school state exclude", "invalid combination", "not started", "ended"):
         assert re.search(rf"idoe +\d{{4}} +{reason} +\d+", why), reason
+
+
+def test_a_rules_table_failing_in_a_rebuild_stops_the_writeback_and_builds_again_the_next_night(
+    defs, districts_file, warehouse, capsys, tmp_path, monkeypatch
+):
+    """The `tables` plan (the loads changed, the project did not) with one SameGoal rules table failing
+    (here the warehouse refuses its build, as a full disk would): the run fails naming the model, nothing
+    that reads the table is reported kept, nothing is published from it, and the next night, once the
+    warehouse takes it, builds the tables again instead of reusing a build that never finished."""
+    from dbt.adapters.duckdb.connections import DuckDBConnectionManager
+
+    run = ["run", "--districts-file", str(districts_file), "--district", "demo", "--dry-run"]
+    assert main(run) == 0
+    capsys.readouterr()
+    moved = yaml.safe_load(districts_file.read_text())
+    moved["districts"][0]["samegoal"]["cutover_dates"]["restraint"] = "2024-01-01"
+    moved_file = tmp_path / "districts.yaml"
+    moved_file.write_text(yaml.safe_dump(moved))
+    run = ["run", "--districts-file", str(moved_file), "--district", "demo", "--dry-run"]
+
+    execute = DuckDBConnectionManager.execute
+
+    def refuse_restraint(self, sql, *args, **kwargs):
+        if "create" in sql and "int_samegoal__restraint" in sql:
+            raise RuntimeError("IO Error: could not write to the database file (no space left on device)")
+        return execute(self, sql, *args, **kwargs)
+
+    monkeypatch.setattr(DuckDBConnectionManager, "execute", refuse_restraint)
+    code = main(run)
+    out = capsys.readouterr().out
+    assert code != 0 and "result: OK" not in out, out[-4000:]
+    assert "int_samegoal__restraint" in out, out[-4000:]
+    # the ten other tables built; nothing that reads them is reported kept while one of them failed
+    tables = len(list((PROJECT_ROOT / "dbt_project" / "models" / "intermediate" / "samegoal").glob("*.sql")))
+    line = next(line for line in out.splitlines() if line.startswith("dbt:"))
+    kept = _writeback_models() - tables - len(SAMEGOAL_SOURCES)  # the staging views and the seed
+    assert line.startswith(f"dbt: {tables - 1} models and seeds built, {kept} kept"), line
+    assert "  publish/qmlativ_writeback          did not run: " in out, out[-4000:]
+
+    monkeypatch.setattr(DuckDBConnectionManager, "execute", execute)
+    code = main(run)
+    out = capsys.readouterr().out
+    assert code == 0 and "result: OK" in out, out[-4000:]
+    # a build that did not finish is not reused: every model of the step is built again
+    line = next(line for line in out.splitlines() if line.startswith("dbt:"))
+    built = f"dbt: {_writeback_models()} models and seeds built, 0 kept and tested on new data, 0 reused"
+    assert line.startswith(built), line
+    assert ", 0 failed" in line, line
