@@ -320,10 +320,21 @@ def load_districts(path: str | os.PathLike) -> DistrictsFile:
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping with a `districts` list")
     try:
-        return DistrictsFile.model_validate(_resolve_paths(raw, path.parent.resolve()))
+        districts = DistrictsFile.model_validate(_resolve_paths(raw, path.parent.resolve()))
     except ValidationError as exc:
         problems = "\n  ".join(_describe(e, raw) for e in exc.errors())
         raise ConfigError(f"{path}: invalid districts configuration:\n  {problems}") from None
+    from sg_orchestration.oneroster.mapping import MappingError, load_mapping  # reads the catalog
+
+    for district in districts.districts:
+        if district.oneroster and district.oneroster.attribute_mapping:
+            try:
+                load_mapping(district.oneroster.attribute_mapping)
+            except MappingError as exc:
+                raise ConfigError(
+                    f"{path}: district {district.id}: oneroster.attribute_mapping: {exc}"
+                ) from None
+    return districts
 
 
 def secret(env_name: str, *, purpose: str) -> str:
