@@ -6,26 +6,30 @@ bench into virtual environments of their own (`bench._bench_venv`), never projec
   as a campus export (`campus/*.csv`: schools, calendars, school years, persons, enrollments, test
   accommodations; the rows of each seed 002 rule's exceptions among them), turned into the Indiana
   payloads. Ours, in a child process: the product's ingest of the campus files into a fresh warehouse,
-  the run inputs, `dbt build` of the Ed-Fi models (with their tests) and the payloads written to a JSONL
-  file (`edfi transform (dbt)`: the dbt build and the export alone; `edfi transform (ours)`: CSV in to
-  JSONL out). earthmover's: `earthmover run` of an equivalent project (`earthmover_project`: the same
-  rules as joins, pandas filters and one Jinja template) over the same CSV files to a JSONL file. Peak
-  memory: the child's own high-water RSS for ours; for earthmover, the larger of its process's max RSS
-  (wait4) and the sampled RSS of its process tree. The two payload files are compared (as JSON values):
-  `same_payloads`.
+  the run inputs, `dbt build` of the Ed-Fi models (with their tests) and the payloads (each record once)
+  written to a JSONL file: CSV in, JSONL out (validation, a step of its own in a night, is left out).
+  earthmover's: `earthmover run` of an equivalent project (`earthmover_project`: the same rules as joins,
+  pandas filters and one Jinja template) over the same CSV files to a JSONL file. Peak memory: the
+  child's own high-water RSS for ours; for earthmover, the larger of its process's max RSS (wait4) and
+  the sampled RSS of its process tree. The two payload files are compared as JSON values
+  (`same_payloads`).
 - `edfi send` (b): the first SG_BENCH_EDFI_PAYLOADS (default 100,000) of those payloads sent by the
   engine's whole `publish()` path (diff, pending marks, ledger writes, payloads, token) and by `lightbeam
-  send`, at the same concurrency, to the same do-nothing Ed-Fi stub in another process
-  (`publish.bench_servers`); client CPU per record of each, and every POST counted by the stub.
+  send`, at the same concurrency (CONCURRENCY), to the same do-nothing Ed-Fi stub in another process
+  (`publish.bench_servers`); client CPU per record of each (lightbeam's: its whole process), and every
+  POST counted by the stub.
 - `edfi nightly` (c): a generated district of SG_BENCH_EDFI_STUDENTS (default 10,000) students published
-  cold to two Ed-Fi emulators (`sandbox.edfi`, each request to the data API held LATENCY_S): one by the
-  product (`sg-orch run` of the `-in` district, a whole process), one by earthmover + `lightbeam send`
-  (its state dir kept). Then the next day: `sg-orch generate --next-day --changed-share 0.02` (0.5% of the
-  students withdrawn: their enrollments go) and CHANGED_SHARE of the accommodation rows given another
-  accommodation, valid for the test. The night: `sg-orch run` again against ours, and earthmover +
-  `lightbeam send` (hash skip) against the other, each timed from outside. Afterwards each ODS is read
-  whole: how many records of withdrawn students it still holds, and how many records it holds that the
-  night's payloads no longer have (the stale ones: lightbeam never deletes).
+  cold to two Ed-Fi emulators (`sandbox.edfi`, every data request held LATENCY_S by its `slow` fault):
+  one by the product (`sg-orch run` of the `-in` district, a whole process), one by earthmover + `lightbeam
+  send` (its state dir kept). Then the next day: `sg-orch generate --next-day --changed-share 0.02` (its
+  withdrawn students' enrollments go), CHANGED_SHARE of the accommodation rows sent last night given
+  another accommodation valid for the test (a new record: every Indiana element is part of the key), and
+  WITHDRAWN_SHARE of the students sent last night withdrawn too (their enrollments go). The night:
+  `sg-orch run` again against ours, and earthmover + `lightbeam send` (hash skip) against the other, each
+  timed from outside (earthmover reads the campus files less the manifest's malformed rows, which the
+  product's ingest quarantines and earthmover's CSV reader stops at: made before its clock starts).
+  Afterwards each ODS is read whole: how many records of withdrawn students it still holds, and how many
+  it holds that the night's payloads no longer have (stale: lightbeam never deletes).
 
 Targets (reported PASS/MISS, never enforced): (a) ours ≥ 10× faster than earthmover at no more peak memory;
 (b) the engine's client CPU per record ≤ 60% of lightbeam's; (c) our night ≥ 3× faster than earthmover +
