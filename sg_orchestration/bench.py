@@ -37,7 +37,7 @@ at 200,000 students and more the no-change nightly under 10% of the cold one and
 `parts` group's `publish (no change)` and `publish (1% changed)` against `publish (cold)`), at every size.
 
 Groups: `parts` (the per-part stages above), `nightly`, `transport` (the client CPU and engine-vs-lightbeam
-stages); all by default, or only those named in SG_BENCH_ONLY (comma-separated, e.g.
+stages), `edfi` (the Ed-Fi target against earthmover and lightbeam, issue 8 item 17: `bench_edfi`); all by default, or only those named in SG_BENCH_ONLY (comma-separated, e.g.
 `SG_BENCH_ONLY=nightly sg-orch bench --students 50 10000`).
 
 Each stage runs in a child process of its own (`python -m sg_orchestration.bench stage ...`), so its peak
@@ -101,7 +101,7 @@ NO_CHANGE_BASELINE_US = 7.5
 NO_CHANGE_MAX_GROWTH = 0.20
 LIGHTBEAM_VENV_ENV = "SG_BENCH_LIGHTBEAM_VENV"
 DEFAULT_SIZES = [50, 10_000, 200_000]
-GROUPS = ("parts", "nightly", "transport")
+GROUPS = ("parts", "nightly", "transport", "edfi")
 ONLY_ENV = "SG_BENCH_ONLY"
 # The whole nightly (`sg-orch run`), issue 7 §1.
 NIGHTLY_COLD = "nightly (cold)"
@@ -139,7 +139,7 @@ def main(
     """Benchmark each size; print the table, write bench.json and bench.md; 0 when every stage ran.
     `sizes`: default DEFAULT_SIZES. `engine_requests` (default SG_BENCH_ENGINE_REQUESTS or ENGINE_REQUESTS):
     the creates of the engine-vs-lightbeam stage. `only` (default SG_BENCH_ONLY): the groups to run,
-    comma-separated (`parts`, `nightly`, `transport`); all when empty."""
+    comma-separated (`parts`, `nightly`, `transport`, `edfi`); all when empty."""
     sizes = list(DEFAULT_SIZES if sizes is None else sizes)
     groups = _groups(os.environ.get(ONLY_ENV, "") if only is None else only)
     keep = os.environ.get("SG_BENCH_KEEP") == "1" if keep is None else keep
@@ -196,6 +196,11 @@ def main(
             "SG_BENCH_ENGINE_REQUESTS",
             engine_requests,
         )
+    edfi = None
+    if "edfi" in groups:
+        from sg_orchestration import bench_edfi
+
+        edfi = bench_edfi.run(out, seed, keep, failures)
     if not keep and (out / "work").is_dir() and not any((out / "work").iterdir()):
         (out / "work").rmdir()
 
@@ -237,6 +242,7 @@ def main(
         "nightly_summary": [s for s in nightly_summary if s],
         "client_cpu": client_cpu,
         "engine_vs_lightbeam": engine,
+        "edfi": edfi,
         "failures": failures,
     }
     table = render(report)
@@ -330,13 +336,7 @@ def _bench_nightly(students: int, seed: int, work: Path, profiles: Path | None, 
     else:
         results.append(_run_stage("generate", "generate", students, seed, night, dict(os.environ), None))
     districts_file = night / "districts.yaml"
-    env = {
-        **os.environ,
-        "SG_WAREHOUSE_PATH": str(night / "warehouse.duckdb"),
-        "SG_STATE_DIR": str(night / "state"),
-        "DAGSTER_HOME": str(night / "dagster_home"),
-        "SG_DISTRICTS_FILE": str(districts_file),
-    }
+    env = _night_env(night, districts_file)
     with Sandbox(inputs, state_dir=night / "qmlativ-store") as sandbox:
         loaded = time.monotonic()
         sandbox.write_districts_file(districts_file)
@@ -377,6 +377,18 @@ def _bench_nightly(students: int, seed: int, work: Path, profiles: Path | None, 
         }
         print(f"bench: {students:,} students: next day: {made.stdout.strip()}", flush=True)
         nightly(NIGHTLY_CHANGED)["next_day"] = next_day
+
+
+def _night_env(night: Path, districts_file: Path) -> dict:
+    """The environment of a bench's `sg-orch run`: a warehouse, state folder and DAGSTER_HOME of its own
+    in `night` (never the project's `.sg/`), and the districts file."""
+    return {
+        **os.environ,
+        "SG_WAREHOUSE_PATH": str(night / "warehouse.duckdb"),
+        "SG_STATE_DIR": str(night / "state"),
+        "DAGSTER_HOME": str(night / "dagster_home"),
+        "SG_DISTRICTS_FILE": str(districts_file),
+    }
 
 
 def _sg_orch() -> list[str]:
@@ -730,6 +742,10 @@ def render(report: dict) -> str:
                 f"{_verdict(us <= target)} (≤ {target:.0f} µs) |"
             )
     lines += _render_engine(report.get("engine_vs_lightbeam"))
+    if report.get("edfi"):
+        from sg_orchestration.bench_edfi import render as render_edfi
+
+        lines += render_edfi(report["edfi"])
     for failure in report["failures"]:
         lines.append(f"\nFAILED: {failure}")
     return "\n".join(lines)
@@ -1077,41 +1093,63 @@ def _stage_client_cpu(work: Path, students: int, seed: int) -> dict:
 
 
 def _lightbeam_venv() -> Path:
-    """lightbeam in a virtual environment of its own (never a project dependency), made once and reused:
-    SG_BENCH_LIGHTBEAM_VENV, or `.sg/bench/lightbeam-venv` in the project."""
-    venv = Path(os.environ.get(LIGHTBEAM_VENV_ENV) or PROJECT_ROOT / ".sg" / "bench" / "lightbeam-venv")
-    if (venv / "bin" / "lightbeam").exists():
+    """lightbeam in a virtual environment of its own: see `_bench_venv`."""
+    return _bench_venv("lightbeam", LIGHTBEAM_VENV_ENV)
+
+
+def _bench_venv(package: str, variable: str) -> Path:
+    """`package` (whose command has its name) in a virtual environment of its own (never a project
+    dependency), made once and reused: the folder the environment variable `variable` names, or
+    `.sg/bench/{package}-venv` in the project."""
+    venv = Path(os.environ.get(variable) or PROJECT_ROOT / ".sg" / "bench" / f"{package}-venv")
+    if (venv / "bin" / package).exists():
         return venv
     shutil.rmtree(venv, ignore_errors=True)  # a half-made one
     venv.parent.mkdir(parents=True, exist_ok=True)
     uv = shutil.which("uv") or "uv"
     try:
         subprocess.run([uv, "venv", "-q", str(venv)], check=True)
-        subprocess.run([uv, "pip", "install", "-q", "-p", str(venv), "lightbeam"], check=True)
+        subprocess.run([uv, "pip", "install", "-q", "-p", str(venv), package], check=True)
     except (OSError, subprocess.CalledProcessError):
         shutil.rmtree(venv, ignore_errors=True)
         raise
     return venv
 
 
-def _lightbeam_send(venv: Path, work: Path, base_url: str, records: list[str], concurrency: int) -> dict:
-    """`lightbeam send` of `records` (students.jsonl) to the stub; the child's own user+sys CPU (wait4's
-    rusage of that child: interpreter start and imports included, nothing taken off)."""
+def _lightbeam_send(
+    venv: Path,
+    work: Path,
+    base_url: str,
+    records: list[str],
+    concurrency: int,
+    *,
+    resource: str = "students",
+    namespace: str = "ed-fi",
+    client: tuple[str, str] = ("bench", "bench"),
+    fresh: bool = True,
+    env: dict | None = None,
+    mode: str = "sandbox",
+) -> dict:
+    """`lightbeam send` of `records` (`{resource}.jsonl`) to the stub; the child's own user+sys CPU (wait4's
+    rusage of that child: interpreter start and imports included, nothing taken off). `fresh`: without
+    the state of an earlier send (else lightbeam skips the payloads it sent before, by their hash);
+    `client`: id and secret as lightbeam reads them (`${VAR}`: from the environment `env`)."""
     data = work / "lightbeam-data"
     shutil.rmtree(data, ignore_errors=True)
-    shutil.rmtree(work / "lightbeam-state", ignore_errors=True)
+    if fresh:
+        shutil.rmtree(work / "lightbeam-state", ignore_errors=True)
     data.mkdir(parents=True)
-    (data / "students.jsonl").write_text("\n".join(records) + "\n")
+    (data / f"{resource}.jsonl").write_text("".join(f"{r}\n" for r in records))
     config = {
         "state_dir": str(work / "lightbeam-state"),
         "data_dir": str(data) + "/",
-        "namespace": "ed-fi",
+        "namespace": namespace,
         "edfi_api": {
             "base_url": base_url,
             "version": 3,
-            "mode": "sandbox",
-            "client_id": "bench",
-            "client_secret": "bench",
+            "mode": mode,
+            "client_id": client[0],
+            "client_secret": client[1],
         },
         "connection": {
             "pool_size": concurrency,
@@ -1132,6 +1170,7 @@ def _lightbeam_send(venv: Path, work: Path, base_url: str, records: list[str], c
             stdout=out,
             stderr=out,
             cwd=work,
+            env=env,
         )
         _, status, usage = os.wait4(proc.pid, 0)
     code = os.waitstatus_to_exitcode(status)
@@ -1141,7 +1180,7 @@ def _lightbeam_send(venv: Path, work: Path, base_url: str, records: list[str], c
 
 
 def _engine_publish(
-    work: Path, base_url: str, records: list[str], concurrency: int, warmed=lambda: None
+    work: Path, base_url: str, records: list[str], concurrency: int, warmed=lambda: None, adapter=None
 ) -> dict:
     """The engine's whole `publish()` of `records` as creates to the stub, into a fresh ledger, then the
     same desired state again (no change); CPU of this process (the stub runs in another one)."""
@@ -1168,13 +1207,12 @@ def _engine_publish(
             (hashlib.md5(key.encode()).hexdigest(), hashlib.md5(payload.encode()).hexdigest(), payload, key)
         )
     tokens = stub_tokens(base_url)
+    adapter = adapter or EdFiAdapter()
     # A warm-up publish of another resource first (as `publish.measure` warms its loop up): the first
     # call in a process pays one-time imports and initialisation that a nightly run pays once, not per
     # resource. `warmed` then resets the stub's count.
     warm = [(f"w{k}", c, p, f"w{lk}") for k, c, p, lk in desired[: min(len(desired), 500)]]
-    publish(
-        connect, "bench", "edfi", "warm-up", warm, EdFiAdapter(), base_url, tokens, concurrency=concurrency
-    )
+    publish(connect, "bench", "edfi", "warm-up", warm, adapter, base_url, tokens, concurrency=concurrency)
     warmed()
     figures = {}
     for run in ("cold", "no_change"):
@@ -1186,7 +1224,7 @@ def _engine_publish(
             "edfi",
             "students",
             desired,
-            EdFiAdapter(),
+            adapter,
             base_url,
             tokens,
             concurrency=concurrency,
@@ -1278,15 +1316,18 @@ STAGES = {
 
 
 def _stage_main(argv: list[str]) -> int:
+    from sg_orchestration.bench_edfi import STAGES as EDFI_STAGES
+
+    stages = {**STAGES, **EDFI_STAGES}
     parser = argparse.ArgumentParser(prog="python -m sg_orchestration.bench stage")
-    parser.add_argument("stage", choices=sorted(STAGES))
+    parser.add_argument("stage", choices=sorted(stages))
     parser.add_argument("--work", type=Path, required=True)
     parser.add_argument("--students", type=int, required=True)
     parser.add_argument("--seed", type=int, required=True)
     parser.add_argument("--result", type=Path, required=True)
     parser.add_argument("--profile", type=Path, help="write cProfile stats of the stage here")
     args = parser.parse_args(argv)
-    run = STAGES[args.stage]
+    run = stages[args.stage]
     if args.profile:
         import cProfile
 

@@ -2,7 +2,7 @@
 
 It answers what `lightbeam send` needs and nothing more: the API root (`GET /`, whose `urls` name the
 oauth, dependencies and OpenAPI metadata addresses), the token (`POST /oauth/token`), the dependencies
-(`GET /metadata/data/v3/dependencies`, one resource: `/ed-fi/students`), and `201 Created` (with a
+(`GET /metadata/data/v3/dependencies`: `/ed-fi/students` and the Indiana accommodations), and `201 Created` (with a
 `Location` and an `ETag`, as Ed-Fi answers) to every `POST` under `/data/v3/`, without looking at the
 body beyond reading it. It counts the POSTs it answered (`GET /_stats`; `DELETE /_stats` resets them), so
 the bench can check that every request arrived. Running in another process, it charges none of its CPU
@@ -25,6 +25,8 @@ from sg_orchestration.publish.tokens import ClientCredentials
 
 RESOURCE = "students"
 NAMESPACE = "ed-fi"
+# What the dependencies list: the students, and the Indiana accommodations the bench's `edfi` group sends.
+RESOURCE_PATHS = (f"/{NAMESPACE}/{RESOURCE}", "/indiana/studentAssessmentAccommodations")
 TOKEN = "stub-token-" + "t" * 29
 
 
@@ -54,7 +56,7 @@ def _serve(conn) -> None:
     async def dependencies(request: web.Request) -> web.Response:
         operations = ["Create", "Update", "Delete"]
         return web.json_response(
-            [{"resource": f"/{NAMESPACE}/{RESOURCE}", "order": 1, "operations": operations}]
+            [{"resource": path, "order": 1, "operations": operations} for path in RESOURCE_PATHS]
         )
 
     async def post(request: web.Request) -> web.Response:
