@@ -32,10 +32,15 @@ def nightly_schedule(district: District) -> dg.ScheduleDefinition:
         description=f"Nightly run for {district.name} ({district.timezone}).",
     )
     def _nightly(context: dg.ScheduleEvaluationContext):
+        # The district as the districts file says now (its targets decide the steps), not as it was when
+        # the code location loaded.
+        current = {d.id: d for d in current_districts().districts}.get(district.id)
+        if current is None:
+            return dg.SkipReason(f"district {district.id} is no longer in the districts file")
         return dg.RunRequest(
-            partition_key=district.id,
-            run_key=f"{district.id}:{context.scheduled_execution_time:%Y-%m-%d}",
-            asset_selection=nightly_selection(context.repository_def.asset_graph, district),
+            partition_key=current.id,
+            run_key=f"{current.id}:{context.scheduled_execution_time:%Y-%m-%d}",
+            asset_selection=nightly_selection(context.repository_def.asset_graph, current),
         )
 
     return _nightly
