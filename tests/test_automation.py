@@ -57,3 +57,30 @@ def test_samegoal_sensor_starts_the_districts_run_when_new_complete_documents_ap
     # Ed-Fi and OneRoster targets it does not have.
     selected = {k.to_user_string() for k in second.run_requests[0].asset_selection}
     assert "marts/qmlativ__dyslexia" in selected and "staging/stg_campus__schools" not in selected
+
+
+def test_the_nightly_schedule_plans_the_district_as_the_districts_file_says_at_the_tick(
+    defs, districts, monkeypatch
+):
+    """A schedule is made for each district when the code location loads; a district whose targets change
+    in districts.yaml afterwards gets the steps of its new targets at the next tick, and a district taken out
+    of the file gets no run."""
+    from datetime import UTC, datetime
+
+    import sg_orchestration.automation as automation
+    from sg_orchestration.automation import nightly_schedule, nightly_selection
+
+    demo = districts.get("demo")
+    schedule = nightly_schedule(demo.model_copy(update={"samegoal": None, "qmlativ": None}))
+    context = dg.build_schedule_context(
+        repository_def=defs.get_repository_def(),
+        scheduled_execution_time=datetime(2026, 12, 1, 8, tzinfo=UTC),
+    )
+    (request,) = schedule.evaluate_tick(context).run_requests
+    assert list(request.asset_selection) == nightly_selection(defs.resolve_asset_graph(), demo)
+    assert dg.AssetKey(["publish", "qmlativ_writeback"]) in request.asset_selection
+
+    others = districts.model_copy(update={"districts": [d for d in districts.districts if d.id != "demo"]})
+    monkeypatch.setattr(automation, "current_districts", lambda: others)
+    result = schedule.evaluate_tick(context)
+    assert not result.run_requests and "no longer in the districts file" in result.skip_message
