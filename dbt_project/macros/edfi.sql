@@ -1,19 +1,3 @@
-{#- The Ed-Fi step's run inputs (ops.edfi_run_inputs, ops.edfi_connections), created empty when missing:
-    the step writes them before it builds (transform/edfi.py), but a build of every mart (the SameGoal
-    rules' tests, the bench) may run where the Ed-Fi step never did. The columns are those of the
-    sources' `data_type` (models/intermediate/edfi/_edfi_run_inputs.yml), the tables' one definition. -#}
-{% macro edfi_run_input_tables() %}
-{%- if execute %}
-create schema if not exists ops;
-{%- for name in ['edfi_run_inputs', 'edfi_connections'] %}
-{%- set columns = graph.sources['source.' ~ project_name ~ '.ops.' ~ name].columns.values() %}
-create table if not exists {{ source('ops', name) }} (
-    {%- for c in columns %} {{ c.name }} {{ c.data_type }}{{ "," if not loop.last }}{% endfor %}
-);
-{%- endfor %}
-{%- endif %}
-{% endmacro %}
-
 {#- Seed 002's scope-year logic: whether a record reports to the configured school year `y`, a row of
     int_edfi__school_years (`scope`: current, previous or future against the run's as-of date;
     `start_date` / `end_date`: the School Years editor's, 07/01 and 06/30 when blank). "Today's date" is

@@ -22,7 +22,7 @@ from dagster_dbt import DagsterDbtTranslator, DbtProject, dbt_assets
 from sg_orchestration.catalog import SAMEGOAL_PROGRAMS, SOURCES_BY_NAME
 from sg_orchestration.config import District, current_districts
 from sg_orchestration.paths import DBT_PROJECT_DIR, warehouse_path
-from sg_orchestration.transform import edfi, reuse
+from sg_orchestration.transform import edfi, oneroster, reuse
 from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 
 
@@ -188,7 +188,8 @@ TARGET_MODELS: dict[str, str] = {
     "qmlativ": "staging.samegoal staging.qmlativ intermediate.samegoal marts.qmlativ teds_codes",
     "edfi": "staging.campus intermediate.edfi marts.edfi edfi_academic_subject_descriptors "
     "edfi_accommodation_descriptors edfi_assessment_mapping edfi_valid_combinations",
-    "oneroster": "staging.powerschool staging.oneroster",
+    "oneroster": "staging.powerschool staging.oneroster intermediate.oneroster marts.oneroster "
+    "oneroster_contact_roles",
 }
 
 
@@ -240,6 +241,8 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
                 written = district.samegoal.cutover_dates if district.samegoal else None
             elif target == "edfi":
                 written = edfi.record_run_inputs(con, district, edfi.as_of_date(district, context.run.tags))
+            elif target == "oneroster":
+                written = oneroster.record_mapping(con, district)
             project = reuse.project_digest()
             current = reuse.fingerprint(con, district.id, sources, written, project)
             models = [r for r in relations if r not in _seeds()]

@@ -10,13 +10,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from datetime import date, datetime
-from functools import cache
 from zoneinfo import ZoneInfo
-
-import yaml
 
 from sg_orchestration.config import ConfigError, District
 from sg_orchestration.paths import DBT_PROJECT_DIR
+from sg_orchestration.transform import run_inputs
 
 # The run tag (and `sg-orch run --as-of`) that fixes the as-of date, so reruns and backfills are
 # deterministic: YYYY-MM-DD.
@@ -37,17 +35,6 @@ def as_of_date(district: District, tags: Mapping[str, str]) -> date:
         raise ConfigError(f"run tag {AS_OF_TAG}={given!r}: expected a date, YYYY-MM-DD") from None
 
 
-@cache
-def _ddl() -> str:
-    source = next(s for s in yaml.safe_load(RUN_INPUTS_YML.read_text())["sources"] if s["name"] == "ops")
-    tables = {
-        t["name"]: ", ".join(f"{c['name']} {c['data_type']}" for c in t["columns"]) for t in source["tables"]
-    }
-    return ";\n".join(
-        f"create table if not exists ops.{name} ({columns})" for name, columns in tables.items()
-    )
-
-
 def record_run_inputs(con, district: District, as_of: date) -> dict:
     """The district's as-of date, profile and connections (each configured school year a row), as the
     tables int_edfi__school_years reads; returns what it wrote."""
@@ -55,8 +42,7 @@ def record_run_inputs(con, district: District, as_of: date) -> dict:
     connections = [
         [district.id, c.name, c.district_number, year] for c in edfi.connections for year in c.school_years
     ]
-    con.execute("create schema if not exists ops")
-    con.execute(_ddl())
+    con.execute(run_inputs.ddl(RUN_INPUTS_YML))
     con.execute("delete from ops.edfi_run_inputs where district_id = ?", [district.id])
     con.execute("delete from ops.edfi_connections where district_id = ?", [district.id])
     con.execute(

@@ -3,7 +3,7 @@
 -- defaults 07/01 and 06/30 when blank (2026 = 2025-07-01 .. 2026-06-30). The current year is the one
 -- whose dates hold the as-of date; a year that ended before it is a previous year, one that starts after
 -- it a future year (in a summer between two years, none is current).
-{{ config(pre_hook="{{ edfi_run_input_tables() }}") }}
+{{ config(pre_hook="{{ run_input_tables(['edfi_run_inputs', 'edfi_connections']) }}") }}
 
 with connections as (
     select * from {{ source('ops', 'edfi_connections') }}

@@ -1,0 +1,24 @@
+-- demographics.csv: one row per student sent, its sourcedId the student's (OneRoster: a user's demographics
+-- share its sourcedId). PowerSchool's Gender F/M is OneRoster's `female`/`male`; the export carries no race,
+-- ethnicity or birthplace, so those cells are blank. Bulk mode.
+select
+    u.district_id,
+    u."sourcedId",
+    null::varchar as status,
+    null::varchar as "dateLastModified",
+    strftime(s.birth_date, '%Y-%m-%d') as "birthDate",
+    case upper(s.gender) when 'F' then 'female' when 'M' then 'male' end as sex,
+    null::varchar as "americanIndianOrAlaskaNative",
+    null::varchar as asian,
+    null::varchar as "blackOrAfricanAmerican",
+    null::varchar as "nativeHawaiianOrOtherPacificIslander",
+    null::varchar as white,
+    null::varchar as "demographicRaceTwoOrMoreRaces",
+    null::varchar as "hispanicOrLatinoEthnicity",
+    null::varchar as "countryOfBirthCode",
+    null::varchar as "stateOfBirthAbbreviation",
+    null::varchar as "cityOfBirth",
+    null::varchar as "publicSchoolResidenceStatus"
+from {{ ref('int_oneroster__users') }} u
+join {{ ref('int_oneroster__students') }} s on s.district_id = u.district_id and s.local_id = u.record_key
+where u.entity = 'students'
