@@ -178,6 +178,26 @@ def built(tmp_path_factory) -> Built:
     )
 
 
+def test_a_districts_attribute_mapping_reaches_dbt_and_a_changed_mapping_builds_again(warehouse, tmp_path):
+    """SPEC §3.3: "The attribute mapping is data, not code" — the OneRoster step writes the district's
+    rows, in its file's order, to ops.oneroster_mapping, and what it wrote is part of the step's
+    fingerprint, so a district that changes its copy gets a new build."""
+    from sg_orchestration.transform import reuse
+
+    own = tmp_path / "own_mapping.yaml"
+    own.write_text(DEFAULT_MAPPING.read_text().replace("metadata.homeroom", "metadata.home_room"))
+    with connect() as con:
+        written = oneroster.record_mapping(con, _district("gg4l", None, tmp_path))
+        rows = con.execute(
+            "select entity, action, source, target from ops.oneroster_mapping where district_id = 'gg4l' "
+            "order by ordinal"
+        ).fetchall()
+        assert rows == [(r.entity, r.action, r.source, r.target) for r in MAPPING]
+        changed = oneroster.record_mapping(con, _district("gg4l", own, tmp_path))
+        assert reuse.fingerprint(con, "gg4l", [], written) != reuse.fingerprint(con, "gg4l", [], changed)
+        assert con.execute("select count(*) from ops.oneroster_mapping").fetchone()[0] == len(MAPPING)
+
+
 def test_every_file_has_exactly_the_oneroster_headers_in_order_with_metadata_to_the_right(built):
     """SPEC §4.3: "spec column order, `metadata.*` extension columns to the right" — each file's header is
     HEADERS[file]; users.csv's then has the district's metadata extensions, in its mapping's order."""
