@@ -27,24 +27,32 @@ with cells as (
     on columns(* exclude (entity, district_id, record_key)) into name source_column value value
 ),
 
+-- the first create row of the file for each target (deduplicated here, on the mapping, not on the cells)
+targets as (
+    select *
+    from {{ source('ops', 'oneroster_mapping') }}
+    where action = 'create'
+    qualify row_number() over (partition by district_id, entity, target order by ordinal) = 1
+),
+
 mapped as (
     select c.district_id, c.entity, c.record_key, m.ordinal, m.target, c.value
     from cells c
-    join {{ source('ops', 'oneroster_mapping') }} m
+    join targets m
         on m.district_id = c.district_id and m.entity = c.entity and m.source_column = c.source_column
-    where m.action = 'create'
-    qualify row_number() over (partition by c.district_id, c.entity, c.record_key, m.target order by m.ordinal) = 1
 )
 
+-- The maps are built unordered (an ordered aggregate per record cost twice the build); the writer orders
+-- the metadata columns by the mapping.
 select
     district_id,
     entity,
     record_key,
     map_from_entries(
-        list((target, value) order by ordinal) filter (where target not like 'metadata.%' and target not like 'userIds:%')
+        list((target, value)) filter (where target not like 'metadata.%' and target not like 'userIds:%')
     ) as fields,
     string_agg('{' || substr(target, length('userIds:') + 1) || ':' || value || '}', ',' order by ordinal)
         filter (where target like 'userIds:%') as user_ids,
-    map_from_entries(list((target, value) order by ordinal) filter (where target like 'metadata.%')) as metadata
+    map_from_entries(list((target, value)) filter (where target like 'metadata.%')) as metadata
 from mapped
 group by all
