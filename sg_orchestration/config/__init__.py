@@ -167,8 +167,16 @@ class OneRosterDelivery(_Strict):
         return self
 
 
+class OneRosterGate(_Strict):
+    """The data-quality gate before delivery (`oneroster.gate`): structural findings always block; the
+    students missing a critical homeless field block past this share (0.02: more than 2%)."""
+
+    max_missing_critical_share: float = Field(0.02, ge=0, le=1)
+
+
 class OneRoster(_Strict):
     delivery: OneRosterDelivery
+    gate: OneRosterGate = OneRosterGate()
     attribute_mapping: Path | None = None  # default: the seed's table, shipped with the package
     version: Literal["1.1"] = "1.1"
 
