@@ -1,0 +1,67 @@
+"""The sandbox's SFTP server (SPEC §6): School Passport's SFTP import, as the OneRoster delivery meets it.
+
+asyncssh's server on 127.0.0.1, with a host key of its own (new per server, so a known_hosts entry for
+another server is refused), public-key authentication of one client key (the sandbox's credential
+`SFTP_KEY`), and SFTP only, chrooted to `root`: what is uploaded lands under `root`. Its `REMOTE_DIR`
+exists from the start, as an upload folder School Passport gives a district does.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import asyncssh
+
+HOST = "127.0.0.1"
+USER = "school-passport"
+REMOTE_DIR = "/upload"
+
+
+def new_client_key() -> str:
+    """A fresh private key as one line of text (newlines written `\\n`): a credential the sandbox hands
+    out in its `NAME=value` env file, which the delivery reads as it reads a real district's key."""
+    key = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
+    return key.replace("\n", "\\n")
+
+
+class SftpServer:
+    """`await start()` on the event loop that is to serve it; `known_hosts_line` and `delivery` then say
+    how to reach it."""
+
+    def __init__(self, root: Path, client_key: str):
+        self.root = Path(root)
+        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
+        client = asyncssh.import_private_key(client_key.replace("\\n", "\n"))
+        self._authorized = asyncssh.import_authorized_keys(client.export_public_key().decode())
+        self._server: asyncssh.SSHAcceptor | None = None
+        self.port = 0
+
+    async def start(self) -> int:
+        (self.root / REMOTE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        self._server = await asyncssh.create_server(
+            asyncssh.SSHServer,
+            HOST,
+            0,
+            server_host_keys=[self.host_key],
+            authorized_client_keys=self._authorized,
+            sftp_factory=lambda channel: asyncssh.SFTPServer(channel, chroot=str(self.root).encode()),
+            allow_scp=False,  # SFTP only: without a process or session factory there is no shell
+        )
+        self.port = self._server.sockets[0].getsockname()[1]
+        return self.port
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+
+    @property
+    def known_hosts_line(self) -> str:
+        """This server's entry in OpenSSH known_hosts format, as `ssh-keyscan -p PORT 127.0.0.1` gives it."""
+        return f"[{HOST}]:{self.port} {self.host_key.export_public_key().decode().strip()}\n"
+
+    def delivery(self, key_env: str, known_hosts: Path) -> dict:
+        """The districts file's `oneroster.delivery` section for this server."""
+        sftp = {"host": HOST, "port": self.port, "user": USER, "key_env": key_env, "remote_dir": REMOTE_DIR}
+        return {"sftp": {**sftp, "known_hosts": str(known_hosts)}}
