@@ -24,7 +24,7 @@ import duckdb
 import pytest
 import yaml
 
-from sg_orchestration.config import load_districts
+from sg_orchestration.config import OneRosterDelivery, load_districts
 from sg_orchestration.oneroster import HEADERS
 from sg_orchestration.oneroster.delivery import (
     DeliveryError,
@@ -141,9 +141,7 @@ def test_delivery_to_a_directory_lands_the_zip_under_its_name_with_the_exact_byt
     district, zip_path, con, tmp_path
 ):
     outbox = tmp_path / "outbox"
-    by_directory = district.model_copy(
-        update={"oneroster": district.oneroster.model_copy(update={"delivery": _directory(outbox)})}
-    )
+    by_directory = _delivering(district, directory={"path": outbox})
     result = deliver(con, by_directory, zip_path, run_id="r1")
     assert (result.status, result.name, result.destination) == ("delivered", NAME, str(outbox))
     assert [p.name for p in outbox.iterdir()] == [NAME]
@@ -151,10 +149,19 @@ def test_delivery_to_a_directory_lands_the_zip_under_its_name_with_the_exact_byt
     assert deliver(con, by_directory, zip_path, run_id="r2").status == "unchanged"
 
 
-def _directory(path: Path):
-    from sg_orchestration.config import OneRosterDelivery
+def _delivering(district, **delivery):
+    """The district with another `oneroster.delivery`."""
+    oneroster = district.oneroster.model_copy(update={"delivery": OneRosterDelivery(**delivery)})
+    return district.model_copy(update={"oneroster": oneroster})
 
-    return OneRosterDelivery(directory={"path": path})
+
+def test_an_unreachable_server_fails_naming_it_and_the_next_run_delivers(district, zip_path, con, upload_dir):
+    sftp = district.oneroster.delivery.sftp
+    with pytest.raises(DeliveryError, match="could not reach the SFTP server school-passport@127.0.0.1:9: "):
+        deliver(con, _delivering(district, sftp=sftp.model_copy(update={"port": 9})), zip_path, run_id="r1")
+    assert [row[2] for row in _bundle_rows(con)] == ["failed"]
+    assert deliver(con, district, zip_path, run_id="r2").status == "delivered"
+    assert (upload_dir / NAME).read_bytes() == zip_path.read_bytes()
 
 
 def test_delivery_over_sftp_lands_the_zip_under_its_name_with_the_exact_bytes_and_the_ledger_records_each_file(
