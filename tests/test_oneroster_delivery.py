@@ -24,7 +24,7 @@ import duckdb
 import pytest
 import yaml
 
-from sg_orchestration.config import OneRosterDelivery, load_districts
+from sg_orchestration.config import ConfigError, OneRosterDelivery, load_districts
 from sg_orchestration.oneroster import HEADERS
 from sg_orchestration.oneroster.delivery import (
     DeliveryError,
@@ -242,6 +242,10 @@ def test_a_key_the_server_does_not_authorize_is_refused_naming_the_variable_neve
     monkeypatch.setenv(SFTP_KEY, "/home/me/.ssh/id_ed25519")
     with pytest.raises(DeliveryError, match=f"{SFTP_KEY} does not hold a private key .* not a path"):
         deliver(con, district, zip_path, run_id="r2")
+    monkeypatch.delenv(SFTP_KEY)
+    with pytest.raises(ConfigError, match=f"environment variable {SFTP_KEY} .* is not set"):
+        deliver(con, district, zip_path, run_id="r3")
+    assert [row[2] for row in _bundle_rows(con)] == ["failed"]
 
 
 KILLED_DELIVERY = """
@@ -283,6 +287,21 @@ def test_a_killed_upload_leaves_no_file_under_the_name_and_the_next_run_delivers
         assert [row[2] for row in _bundle_rows(con)] == ["sent"]
     assert sorted(p.name for p in upload_dir.iterdir()) == [NAME]  # the leftover swept
     assert _sha256(upload_dir / NAME) == _sha256(big)
+
+
+def test_the_sandboxs_districts_file_delivers_its_oneroster_district_to_its_sftp_server(
+    sb, districts_path, district
+):
+    """The key in the env file (one line) is the one the server authorizes; the known_hosts file beside
+    the districts file has the server's host key."""
+    sftp = district.oneroster.delivery.sftp
+    assert (sftp.host, sftp.port, sftp.remote_dir) == ("127.0.0.1", sb.sftp.port, REMOTE_DIR)
+    assert sftp.key_env == SFTP_KEY and sb.urls["sftp"] == f"sftp://127.0.0.1:{sb.sftp.port}"
+    assert sftp.known_hosts == districts_path.with_suffix(".known_hosts")
+    assert sftp.known_hosts.read_text() == sb.sftp.known_hosts_line
+    env = dict(line.split("=", 1) for line in districts_path.with_suffix(".env").read_text().splitlines())
+    assert env[SFTP_KEY] == sb.credentials[SFTP_KEY] and "\n" not in env[SFTP_KEY].strip()
+    assert env[SFTP_KEY] not in districts_path.read_text()
 
 
 def test_a_relative_known_hosts_is_relative_to_the_districts_file(districts_path, tmp_path, monkeypatch):

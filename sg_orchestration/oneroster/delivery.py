@@ -37,7 +37,7 @@ from typing import Literal
 import asyncssh
 import duckdb
 
-from sg_orchestration.config import District, SftpDelivery, secret
+from sg_orchestration.config import ConfigError, District, SftpDelivery, secret
 from sg_orchestration.oneroster import HEADERS
 from sg_orchestration.publish import ledger
 
@@ -147,8 +147,9 @@ def deliver(
 ) -> DeliveryResult:
     """Deliver the zip to the district's `oneroster.delivery` under `bundle_name`, unless the ledger says
     that very zip was delivered there last (`unchanged`). DeliveryError (HostKeyRefused for a host key
-    known_hosts does not have) when it could not be: nothing is then under the name but what was there
-    before, the ledger says `failed`, and the next run delivers it."""
+    known_hosts does not have; ConfigError when the key's variable is not set) when it could not be:
+    nothing is then under the name but what was there before, the ledger says `failed`, and the next run
+    delivers it."""
     if district.oneroster is None:
         raise DeliveryError(f"district {district.id} has no `oneroster` section in its districts file")
     zip_path = Path(zip_path)
@@ -176,7 +177,7 @@ def deliver(
             asyncio.run(_sftp_put(district.oneroster.delivery.sftp, zip_path, name, run_id))
         else:
             _directory_put(district.oneroster.delivery.directory.path, zip_path, name, run_id)
-    except DeliveryError as exc:
+    except (DeliveryError, ConfigError) as exc:  # ConfigError: the key's variable is not set
         record("failed", str(exc)[:500])
         raise
     _record_files(con, district.id, files)
