@@ -212,14 +212,18 @@ def _known_hosts_with_another_key(district) -> str:
     [
         (_known_hosts_with_another_key, "offered a host key other than the one"),
         (lambda district: "", "has no host key for the SFTP server"),
+        (None, "has no host key for the SFTP server"),
     ],
-    ids=["changed", "unknown"],
+    ids=["changed", "unknown", "no known_hosts file"],
 )
 def test_a_changed_or_unknown_host_key_is_refused_and_nothing_is_uploaded(
     district, zip_path, con, upload_dir, known_hosts, says
 ):
     sftp = district.oneroster.delivery.sftp
-    sftp.known_hosts.write_text(known_hosts(district))
+    if known_hosts:
+        sftp.known_hosts.write_text(known_hosts(district))
+    else:
+        sftp.known_hosts.unlink()
     with pytest.raises(HostKeyRefused) as refused:
         deliver(con, district, zip_path, run_id="r1")
     message = str(refused.value)

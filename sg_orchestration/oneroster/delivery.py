@@ -230,7 +230,8 @@ def _private_key(env_name: str) -> asyncssh.SSHKey:
 
 
 def _host_key_refused(sftp: SftpDelivery) -> HostKeyRefused:
-    """Unknown (no entry for the host) or changed (an entry with another key): each says how to fix it."""
+    """Unknown (no entry for the host, or no known_hosts file) or changed (an entry with another key):
+    each says how to fix it."""
     where = f"{sftp.host}:{sftp.port}"
     scan = f"ssh-keyscan -p {sftp.port} {sftp.host}"
     try:
@@ -254,10 +255,7 @@ def _host_key_refused(sftp: SftpDelivery) -> HostKeyRefused:
 async def _sftp_put(sftp: SftpDelivery, zip_path: Path, name: str, run_id: str) -> None:
     where = f"{sftp.user}@{sftp.host}:{sftp.port}"
     if not sftp.known_hosts.is_file():
-        raise DeliveryError(
-            f"the known_hosts file {sftp.known_hosts} for {where} does not exist: create it with "
-            f"`ssh-keyscan -p {sftp.port} {sftp.host} > {sftp.known_hosts}` and check the key's fingerprint"
-        )
+        raise _host_key_refused(sftp)
     key = _private_key(sftp.key_env)
     remote_dir = sftp.remote_dir
     final, part = posixpath.join(remote_dir, name), posixpath.join(remote_dir, _part_name(name, run_id))
@@ -302,7 +300,9 @@ async def _sftp_put(sftp: SftpDelivery, zip_path: Path, name: str, run_id: str) 
             "key for this user (`ssh-keygen -y -f KEYFILE`), or check the user name"
         ) from None
     except asyncssh.SFTPError as exc:
-        raise DeliveryError(f"SFTP upload of {name} to {where}{remote_dir} failed: {exc.reason}") from None
+        raise DeliveryError(
+            f"SFTP upload of {name} into {remote_dir} on {where} failed: {exc.reason}"
+        ) from None
     except asyncssh.Error as exc:
         raise DeliveryError(f"the SFTP connection to {where} failed: {exc.reason}") from None
     except (OSError, TimeoutError) as exc:
