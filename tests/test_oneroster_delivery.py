@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 import zipfile
 from pathlib import Path
@@ -252,6 +253,25 @@ def test_a_key_the_server_does_not_authorize_is_refused_naming_the_variable_neve
     assert [row[2] for row in _bundle_rows(con)] == ["failed"]
 
 
+def _big_zip(path: Path) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:  # stored: ~40 MB take a while to upload
+        zf.writestr("manifest.csv", "propertyName,value\r\n")
+        zf.writestr("users.csv", os.urandom(20_000_000).hex())
+    return path
+
+
+def _part_file_growing(upload_dir: Path, run_id: str, uploading) -> Path:
+    """The temporary file of the run's upload, once bytes have landed in it (while `uploading()`)."""
+    deadline = time.monotonic() + 60
+    while True:
+        assert uploading(), "the upload ended before it could be cut"
+        assert time.monotonic() < deadline, "no upload began"
+        part = next((p for p in upload_dir.glob(f".{NAME}.part-{run_id}-*") if p.stat().st_size > 0), None)
+        if part:
+            return part
+        time.sleep(0.01)
+
+
 KILLED_DELIVERY = """
 import sys
 from pathlib import Path
@@ -268,20 +288,11 @@ def test_a_killed_upload_leaves_no_file_under_the_name_and_the_next_run_delivers
 ):
     """The upload is killed (-9) half-way: School Passport sees no `oneroster_<district>.zip` at all, the
     ledger says it was not delivered, and the next run delivers it whole and sweeps the leftover."""
-    big = tmp_path / "big.zip"
-    with zipfile.ZipFile(big, "w", zipfile.ZIP_STORED) as zf:  # stored: ~40 MB take a while to upload
-        zf.writestr("manifest.csv", "propertyName,value\r\n")
-        zf.writestr("users.csv", os.urandom(20_000_000).hex())
+    big = _big_zip(tmp_path / "big.zip")
     uploading = subprocess.Popen(
         [sys.executable, "-c", KILLED_DELIVERY, str(districts_path), DISTRICT, str(big)]
     )
-    deadline = time.monotonic() + 60
-    part = None
-    while part is None:
-        assert uploading.poll() is None, "the upload ended before it could be killed"
-        assert time.monotonic() < deadline, "no upload began"
-        part = next((p for p in upload_dir.glob(f".{NAME}.part-killed-*") if p.stat().st_size > 0), None)
-        time.sleep(0.01)
+    part = _part_file_growing(upload_dir, "killed", lambda: uploading.poll() is None)
     uploading.send_signal(signal.SIGKILL)
     uploading.wait()
     assert not (upload_dir / NAME).exists() and part.stat().st_size < big.stat().st_size
@@ -306,6 +317,32 @@ def test_the_sandboxs_districts_file_delivers_its_oneroster_district_to_its_sftp
     env = dict(line.split("=", 1) for line in districts_path.with_suffix(".env").read_text().splitlines())
     assert env[SFTP_KEY] == sb.credentials[SFTP_KEY] and "\n" not in env[SFTP_KEY].strip()
     assert env[SFTP_KEY] not in districts_path.read_text()
+
+
+def test_a_connection_dropped_mid_upload_leaves_no_file_under_the_name_and_the_next_run_delivers_it(
+    sb, district, upload_dir, con, tmp_path
+):
+    big = _big_zip(tmp_path / "big.zip")
+    outcome: dict = {}
+
+    def upload():
+        try:
+            deliver(con.cursor(), district, big, run_id="dropped")
+        except DeliveryError as exc:
+            outcome["error"] = exc
+
+    uploading = threading.Thread(target=upload)
+    uploading.start()
+    part = _part_file_growing(upload_dir, "dropped", uploading.is_alive)
+    sb.sftp.drop_connections()
+    uploading.join(60)
+    assert "the SFTP connection to school-passport@127.0.0.1" in str(outcome["error"])
+    assert f"broke off during the upload of {NAME}" in str(outcome["error"])
+    assert not (upload_dir / NAME).exists() and part.stat().st_size < big.stat().st_size
+    assert [row[2] for row in _bundle_rows(con)] == ["failed"]
+    assert deliver(con, district, big, run_id="next").status == "delivered"
+    assert sorted(p.name for p in upload_dir.iterdir()) == [NAME]  # the leftover swept
+    assert _sha256(upload_dir / NAME) == _sha256(big)
 
 
 def test_a_relative_known_hosts_is_relative_to_the_districts_file(districts_path, tmp_path, monkeypatch):

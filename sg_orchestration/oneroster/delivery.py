@@ -257,41 +257,20 @@ async def _sftp_put(sftp: SftpDelivery, zip_path: Path, name: str, run_id: str) 
     if not sftp.known_hosts.is_file():
         raise _host_key_refused(sftp)
     key = _private_key(sftp.key_env)
-    remote_dir = sftp.remote_dir
-    final, part = posixpath.join(remote_dir, name), posixpath.join(remote_dir, _part_name(name, run_id))
     try:
-        async with (
-            asyncssh.connect(
-                sftp.host,
-                sftp.port,
-                username=sftp.user,
-                client_keys=[key],
-                known_hosts=str(sftp.known_hosts),
-                # only what the districts file says: no agent, no ~/.ssh/config, no password prompt
-                agent_path=None,
-                config=None,
-                password=None,
-                preferred_auth="publickey",
-                connect_timeout=CONNECT_TIMEOUT_S,
-            ) as conn,
-            conn.start_sftp_client() as client,
-        ):
-            try:
-                for entry in await client.listdir(remote_dir):
-                    if entry.startswith(_part_prefix(name)):
-                        await client.remove(posixpath.join(remote_dir, entry))
-                await client.put(str(zip_path), part)
-                try:
-                    await client.posix_rename(part, final)
-                except asyncssh.SFTPOpUnsupported:
-                    if await client.exists(final):
-                        await client.remove(final)
-                    await client.rename(part, final)
-            except asyncssh.SFTPError:
-                # best effort: a dropped connection cannot remove it, and the next delivery's sweep does
-                with contextlib.suppress(asyncssh.Error, OSError):
-                    await client.remove(part)
-                raise
+        conn = await asyncssh.connect(
+            sftp.host,
+            sftp.port,
+            username=sftp.user,
+            client_keys=[key],
+            known_hosts=str(sftp.known_hosts),
+            # only what the districts file says: no agent, no ~/.ssh/config, no password prompt
+            agent_path=None,
+            config=None,
+            password=None,
+            preferred_auth="publickey",
+            connect_timeout=CONNECT_TIMEOUT_S,
+        )
     except asyncssh.HostKeyNotVerifiable:
         raise _host_key_refused(sftp) from None
     except asyncssh.PermissionDenied:
@@ -299,11 +278,40 @@ async def _sftp_put(sftp: SftpDelivery, zip_path: Path, name: str, run_id: str) 
             f"the SFTP server {where} refused the key in {sftp.key_env}: give School Passport its public "
             "key for this user (`ssh-keygen -y -f KEYFILE`), or check the user name"
         ) from None
-    except asyncssh.SFTPError as exc:
-        raise DeliveryError(
-            f"SFTP upload of {name} into {remote_dir} on {where} failed: {exc.reason}"
-        ) from None
     except asyncssh.Error as exc:
         raise DeliveryError(f"the SFTP connection to {where} failed: {exc.reason}") from None
     except (OSError, TimeoutError) as exc:
         raise DeliveryError(f"could not reach the SFTP server {where}: {exc.strerror or exc}") from None
+    async with conn:
+        try:
+            async with conn.start_sftp_client() as client:
+                await _upload(client, sftp.remote_dir, zip_path, name, run_id)
+        except asyncssh.SFTPError as exc:
+            raise DeliveryError(
+                f"SFTP upload of {name} into {sftp.remote_dir} on {where} failed: {exc.reason}"
+            ) from None
+        except (asyncssh.Error, OSError) as exc:
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else exc.strerror or exc
+            raise DeliveryError(
+                f"the SFTP connection to {where} broke off during the upload of {name}: {reason}"
+            ) from None
+
+
+async def _upload(client: asyncssh.SFTPClient, remote_dir: str, zip_path: Path, name: str, run_id: str):
+    final, part = posixpath.join(remote_dir, name), posixpath.join(remote_dir, _part_name(name, run_id))
+    for entry in await client.listdir(remote_dir):
+        if entry.startswith(_part_prefix(name)):
+            await client.remove(posixpath.join(remote_dir, entry))
+    try:
+        await client.put(str(zip_path), part)
+        try:
+            await client.posix_rename(part, final)
+        except asyncssh.SFTPOpUnsupported:
+            if await client.exists(final):
+                await client.remove(final)
+            await client.rename(part, final)
+    except (asyncssh.Error, OSError):
+        # best effort: a dropped connection cannot remove it, and the next delivery's sweep does
+        with contextlib.suppress(asyncssh.Error, OSError):
+            await client.remove(part)
+        raise

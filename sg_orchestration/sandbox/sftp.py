@@ -8,6 +8,7 @@ exists from the start, as an upload folder School Passport gives a district does
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import asyncssh
@@ -24,9 +25,24 @@ def new_client_key() -> str:
     return key.replace("\n", "\\n")
 
 
+class _Connections(asyncssh.SSHServer):
+    """Keeps the server's open connections in `open`: the listener's close leaves them running."""
+
+    def __init__(self, open_connections: set):
+        self.open = open_connections
+        self._conn = None
+
+    def connection_made(self, conn: asyncssh.SSHServerConnection) -> None:
+        self._conn = conn
+        self.open.add(conn)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open.discard(self._conn)
+
+
 class SftpServer:
     """`await start()` on the event loop that is to serve it; `known_hosts_line` and `delivery` then say
-    how to reach it."""
+    how to reach it. `drop_connections()` cuts every open connection, as a network failure would."""
 
     def __init__(self, root: Path, client_key: str):
         self.root = Path(root)
@@ -34,12 +50,15 @@ class SftpServer:
         client = asyncssh.import_private_key(client_key.replace("\\n", "\n"))
         self._authorized = asyncssh.import_authorized_keys(client.export_public_key().decode())
         self._server: asyncssh.SSHAcceptor | None = None
+        self._open: set[asyncssh.SSHServerConnection] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self.port = 0
 
     async def start(self) -> int:
         (self.root / REMOTE_DIR.lstrip("/")).mkdir(parents=True, exist_ok=True)
+        self._loop = asyncio.get_running_loop()
         self._server = await asyncssh.create_server(
-            asyncssh.SSHServer,
+            lambda: _Connections(self._open),
             HOST,
             0,
             server_host_keys=[self.host_key],
@@ -50,9 +69,18 @@ class SftpServer:
         self.port = self._server.sockets[0].getsockname()[1]
         return self.port
 
+    def drop_connections(self) -> None:
+        """Cut every open connection, as a network failure would; from any thread."""
+        self._loop.call_soon_threadsafe(self._abort_all)
+
+    def _abort_all(self) -> None:
+        for conn in list(self._open):
+            conn.abort()
+
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
+            self._abort_all()  # a connection left open would keep wait_closed waiting
             await self._server.wait_closed()
             self._server = None
 
