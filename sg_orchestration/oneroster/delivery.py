@@ -11,10 +11,10 @@ rename), so School Passport never reads half a file. Temporary files a killed ru
 by the next delivery to that folder (one run at a time per warehouse: `warehouse.run_lock`).
 
 The publish ledger (`ops.publish_ledger`, target `oneroster`) records what was delivered: resource
-`bundle`, one row per district (key: the zip's name; `content_hash`: the zip's sha256; `target_id`: where
-it went; `last_status` `sent`, or `pending` while an upload is under way, or `failed` with the cause), and
-resource `files`, one row per CSV file of the last delivered bundle (key: the file name; `content_hash`:
-its sha256). A bundle whose zip is the one last `sent` to the same place is not delivered again
+`bundle`, one row per district (`key_hash`: md5 of the zip's name; `content_hash`: the zip's sha256;
+`target_id`: where it went; `last_status` `sent`, or `pending` while an upload is under way, or `failed`
+with the cause in `last_error`), and resource `files`, one row per CSV file of the last delivered bundle
+(`key_hash`: md5 of the file name; `target_id`: the file name; `content_hash`: its sha256). A bundle whose zip is the one last `sent` to the same place is not delivered again
 (`unchanged`); a `pending` or `failed` one is delivered by the next run.
 """
 
