@@ -10,6 +10,7 @@ Over real sockets, against the sandbox's SFTP server (asyncssh's), with a small 
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import os
 import signal
@@ -272,6 +273,17 @@ def _part_file_growing(upload_dir: Path, run_id: str, uploading) -> Path:
         time.sleep(0.01)
 
 
+def test_the_key_may_be_given_as_its_text_or_as_the_base64_of_its_text(
+    sb, district, zip_path, con, upload_dir, monkeypatch
+):
+    """The sandbox hands its key out as base64 (one word, for its env file); a district's is often the
+    key file's text itself."""
+    monkeypatch.setenv(SFTP_KEY, base64.b64decode(sb.credentials[SFTP_KEY]).decode())
+    assert "-----BEGIN OPENSSH PRIVATE KEY-----\n" in os.environ[SFTP_KEY]
+    assert deliver(con, district, zip_path, run_id="r1").status == "delivered"
+    assert (upload_dir / NAME).read_bytes() == zip_path.read_bytes()
+
+
 KILLED_DELIVERY = """
 import sys
 from pathlib import Path
@@ -315,7 +327,7 @@ def test_the_sandboxs_districts_file_delivers_its_oneroster_district_to_its_sftp
     assert sftp.known_hosts == districts_path.with_suffix(".known_hosts")
     assert sftp.known_hosts.read_text() == sb.sftp.known_hosts_line
     env = dict(line.split("=", 1) for line in districts_path.with_suffix(".env").read_text().splitlines())
-    assert env[SFTP_KEY] == sb.credentials[SFTP_KEY] and "\n" not in env[SFTP_KEY].strip()
+    assert env[SFTP_KEY] == sb.credentials[SFTP_KEY] and len(env[SFTP_KEY].split()) == 1
     assert env[SFTP_KEY] not in districts_path.read_text()
 
 

@@ -21,6 +21,7 @@ with the cause in `last_error`), and resource `files`, one row per CSV file of t
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -215,17 +216,16 @@ def _directory_put(folder: Path, zip_path: Path, name: str, run_id: str) -> None
 
 
 def _private_key(env_name: str) -> asyncssh.SSHKey:
-    """The key's text from the environment. A one-line value with its newlines written `\\n` (as a
-    `NAME=value` env file or a CI secret field holds it) is read as the key it spells."""
-    text = secret(env_name, purpose="the private key of the OneRoster SFTP delivery")
-    if "\n" not in text.strip():
-        text = text.replace("\\n", "\n")
+    """The key from the environment: its text, or the base64 of its text (one word, as a `NAME=value`
+    env file or a CI secret holds a key: `base64 -w0 KEYFILE`)."""
+    value = secret(env_name, purpose="the private key of the OneRoster SFTP delivery")
     try:
+        text = value if "PRIVATE KEY" in value else base64.b64decode(value, validate=True)
         return asyncssh.import_private_key(text)
-    except (asyncssh.KeyImportError, ValueError):
+    except (asyncssh.KeyImportError, ValueError):  # binascii.Error is a ValueError
         raise DeliveryError(
             f"environment variable {env_name} does not hold a private key that can be read: give the key's "
-            "text (OpenSSH or PEM, without a passphrase; newlines may be written \\n), not a path"
+            "text (OpenSSH or PEM, without a passphrase) or its base64 (`base64 -w0 KEYFILE`), not a path"
         ) from None
 
 

@@ -9,6 +9,7 @@ exists from the start, as an upload folder School Passport gives a district does
 from __future__ import annotations
 
 import asyncio
+import base64
 from pathlib import Path
 
 import asyncssh
@@ -19,10 +20,9 @@ REMOTE_DIR = "/upload"
 
 
 def new_client_key() -> str:
-    """A fresh private key as one line of text (newlines written `\\n`): a credential the sandbox hands
-    out in its `NAME=value` env file, which the delivery reads as it reads a real district's key."""
-    key = asyncssh.generate_private_key("ssh-ed25519").export_private_key().decode()
-    return key.replace("\n", "\\n")
+    """A fresh private key, base64 of its OpenSSH text: one word, as a credential of the sandbox's
+    `NAME=value` env file must be (a shell can source it), and a form the delivery reads."""
+    return base64.b64encode(asyncssh.generate_private_key("ssh-ed25519").export_private_key()).decode()
 
 
 class _Connections(asyncssh.SSHServer):
@@ -47,7 +47,7 @@ class SftpServer:
     def __init__(self, root: Path, client_key: str):
         self.root = Path(root)
         self.host_key = asyncssh.generate_private_key("ssh-ed25519")
-        client = asyncssh.import_private_key(client_key.replace("\\n", "\n"))
+        client = asyncssh.import_private_key(base64.b64decode(client_key))
         self._authorized = asyncssh.import_authorized_keys(client.export_public_key().decode())
         self._server: asyncssh.SSHAcceptor | None = None
         self._open: set[asyncssh.SSHServerConnection] = set()
