@@ -309,9 +309,10 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
             if isinstance(entry.get("oneroster"), dict)
             else None
         )
-        directory = delivery.get("directory") if isinstance(delivery, dict) else None
-        if isinstance(directory, dict) and isinstance(directory.get("path"), str):
-            directory["path"] = str((base / directory["path"]).resolve())
+        for kind, key in (("directory", "path"), ("sftp", "known_hosts")):
+            block = delivery.get(kind) if isinstance(delivery, dict) else None
+            if isinstance(block, dict) and isinstance(block.get(key), str):
+                block[key] = str((base / block[key]).resolve())
     return raw
 
 
