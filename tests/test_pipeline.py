@@ -156,7 +156,7 @@ def test_the_sandboxs_indiana_district_publishes_its_accommodations_and_prints_t
         path = tmp_path / "districts.yaml"
         sb.write_districts_file(path)
         doc = yaml.safe_load(path.read_text())
-        texas, indiana = doc["districts"]
+        texas, indiana, _oneroster = doc["districts"]
         assert "edfi" not in texas and indiana["state"] == "IN"
         doc["districts"] = [{**indiana, "id": "filedrop"}]
         path.write_text(yaml.safe_dump(doc))

@@ -167,8 +167,16 @@ class OneRosterDelivery(_Strict):
         return self
 
 
+class OneRosterGate(_Strict):
+    """The data-quality gate before delivery (`oneroster.gate`): structural findings always block; the
+    students missing a critical homeless field block past this share (0.02: more than 2%)."""
+
+    max_missing_critical_share: float = Field(0.02, ge=0, le=1)
+
+
 class OneRoster(_Strict):
     delivery: OneRosterDelivery
+    gate: OneRosterGate = OneRosterGate()
     attribute_mapping: Path | None = None  # default: the seed's table, shipped with the package
     version: Literal["1.1"] = "1.1"
 
@@ -301,9 +309,10 @@ def _resolve_paths(raw: dict, base: Path) -> dict:
             if isinstance(entry.get("oneroster"), dict)
             else None
         )
-        directory = delivery.get("directory") if isinstance(delivery, dict) else None
-        if isinstance(directory, dict) and isinstance(directory.get("path"), str):
-            directory["path"] = str((base / directory["path"]).resolve())
+        for kind, key in (("directory", "path"), ("sftp", "known_hosts")):
+            block = delivery.get(kind) if isinstance(delivery, dict) else None
+            if isinstance(block, dict) and isinstance(block.get(key), str):
+                block[key] = str((base / block[key]).resolve())
     return raw
 
 

@@ -15,6 +15,7 @@ from sg_orchestration.sandbox.data import read_district, write_atomically
 from sg_orchestration.sandbox.edfi import EdFiApi
 from sg_orchestration.sandbox.qmlativ import Faults, QmlativApi
 from sg_orchestration.sandbox.samegoal import SameGoalApi
+from sg_orchestration.sandbox.sftp import SftpServer, new_client_key
 
 SAMEGOAL_CLIENT_ID = "SG_SANDBOX_SAMEGOAL_CLIENT_ID"
 SAMEGOAL_CLIENT_SECRET = "SG_SANDBOX_SAMEGOAL_CLIENT_SECRET"
@@ -22,6 +23,7 @@ QMLATIV_KEY = "SG_SANDBOX_QMLATIV_KEY"
 QMLATIV_SECRET = "SG_SANDBOX_QMLATIV_SECRET"
 EDFI_KEY = "SG_SANDBOX_EDFI_KEY"
 EDFI_SECRET = "SG_SANDBOX_EDFI_SECRET"
+SFTP_KEY = "SG_SANDBOX_SFTP_KEY"  # the private key School Passport's SFTP server (`sftp.py`) authorizes
 CREDENTIAL_NAMES = (
     SAMEGOAL_CLIENT_ID,
     SAMEGOAL_CLIENT_SECRET,
@@ -29,13 +31,15 @@ CREDENTIAL_NAMES = (
     QMLATIV_SECRET,
     EDFI_KEY,
     EDFI_SECRET,
+    SFTP_KEY,
 )
 INDIANA_TIMEZONE = "America/Indiana/Indianapolis"
 FILE_DROP_SYSTEMS = ("powerschool", "oneroster", "campus")  # read from folders; the others come over the APIs
 
 
 class Sandbox:
-    """The SameGoal, Qmlativ and Ed-Fi servers over a generated input folder, on free ports:
+    """The SameGoal, Qmlativ and Ed-Fi servers over a generated input folder, and the SFTP server
+    the OneRoster bundle is delivered to, on free ports:
 
         with Sandbox(inputs_dir) as sb:
             sb.urls["samegoal"], sb.credentials[SAMEGOAL_CLIENT_ID], sb.write_districts_file(path)
@@ -45,6 +49,7 @@ class Sandbox:
     `qmlativ_faults` (see `qmlativ.Faults`, e.g. `{"error_rate": 0.2, "seed": 1}`) injects failures from
     the start, and `POST /_sandbox/qmlativ/faults` changes them while running. The Ed-Fi ODS/API
     emulator's records persist beside them (`edfi.sqlite3`); `edfi_faults` is its `qmlativ_faults`.
+    What is delivered over SFTP lands under `state_dir / "sftp"`.
     """
 
     def __init__(
@@ -62,9 +67,11 @@ class Sandbox:
         self.qmlativ_faults = Faults.parse(qmlativ_faults)  # a bad option fails here, not in the server
         self.edfi_faults = Faults.parse(edfi_faults)
         self.district = read_district(self.inputs)
-        self.credentials = {name: secrets.token_urlsafe(24) for name in CREDENTIAL_NAMES} | (
-            credentials or {}
-        )
+        self.credentials = {
+            name: new_client_key() if name == SFTP_KEY else secrets.token_urlsafe(24)
+            for name in CREDENTIAL_NAMES
+        } | (credentials or {})
+        self.sftp = SftpServer(self.state_dir / "sftp", self.credentials[SFTP_KEY])
         self.token_ttl = token_ttl
         self.urls: dict[str, str] = {}
         self._runners: list[web.AppRunner] = []
@@ -129,12 +136,14 @@ class Sandbox:
             await web.TCPSite(runner, "127.0.0.1", 0).start()
             host, port = runner.addresses[0][:2]
             urls[name] = f"http://{host}:{port}"
+        urls["sftp"] = f"sftp://127.0.0.1:{await self.sftp.start()}"
         return urls
 
     async def _stop(self) -> None:
         for runner in self._runners:
             await runner.cleanup()
         self._runners.clear()
+        await self.sftp.stop()
 
     def _indiana_district(self) -> dict | None:
         """The `{id}-in` district of `write_districts_file`, or None when the inputs cannot make one."""
@@ -159,6 +168,27 @@ class Sandbox:
             "edfi": {"profile": "indiana", "connections": [connection]},
         }
 
+    def _file_drops(self, systems: tuple[str, ...]) -> dict[str, str]:
+        """The `inputs` section of the systems' file drops the inputs have: a folder named there that is
+        not there fails its ingest."""
+        return {f"{s}_dir": str(self.inputs / s) for s in systems if (self.inputs / s).is_dir()}
+
+    def _oneroster_district(self, known_hosts: Path) -> dict | None:
+        """The `{id}-or` district of `write_districts_file`, or None when the inputs have no SIS export
+        for OneRoster (a PowerSchool export or a OneRoster bundle)."""
+        d = self.district
+        inputs = self._file_drops(("powerschool", "oneroster"))
+        if not inputs:
+            return None
+        return {
+            "id": f"{d['id']}-or",
+            "name": f"{d['name']} (OneRoster)",
+            "state": d["state"],
+            "timezone": d["timezone"],
+            "inputs": inputs,
+            "oneroster": {"delivery": self.sftp.delivery(SFTP_KEY, known_hosts)},
+        }
+
     def write_districts_file(self, path: Path) -> Path:
         """A districts.yaml for the generated district pointing at these servers, and beside it
         (`path.with_suffix(".env")`, `NAME=value` lines) the credentials it names; returns the env file.
@@ -166,7 +196,9 @@ class Sandbox:
         When the inputs have the campus (Indiana SIS) extracts and `district.json` an Ed-Fi district
         number and school years, a second district `{id}-in` (state IN) publishes them to the Ed-Fi
         emulator: the Ed-Fi target has its own district, so the first district's nightly is only the
-        Qmlativ writeback's."""
+        Qmlativ writeback's. So has the OneRoster target, when the inputs have its SIS export: a district
+        `{id}-or` delivering to the SFTP server, whose host key is the known_hosts file beside the
+        districts file (`path.with_suffix(".known_hosts")`)."""
         if not self.urls:
             raise RuntimeError("the sandbox is not running: use `with Sandbox(...) as sb:`")
         d = self.district
@@ -175,12 +207,7 @@ class Sandbox:
             "name": d["name"],
             "state": d["state"],
             "timezone": d["timezone"],
-            # Only the file drops the inputs have: a folder named here that is not there fails its ingest.
-            "inputs": {
-                f"{system}_dir": str(self.inputs / system)
-                for system in FILE_DROP_SYSTEMS
-                if (self.inputs / system).is_dir()
-            },
+            "inputs": self._file_drops(FILE_DROP_SYSTEMS),
             "samegoal": {
                 "base_url": self.urls["samegoal"],
                 "client_id_env": SAMEGOAL_CLIENT_ID,
@@ -195,10 +222,15 @@ class Sandbox:
                 "access_expires": d["qmlativ_access_expires"],
             },
         }
-        districts = [district, *filter(None, [self._indiana_district()])]
         path = Path(path)
+        known_hosts = path.with_suffix(".known_hosts")
+        districts = [
+            district,
+            *filter(None, [self._indiana_district(), self._oneroster_district(known_hosts)]),
+        ]
         env_file = path.with_suffix(".env")
         header = f"# Written by the sg-orch sandbox for {self.inputs}; credentials are in {env_file.name}.\n"
         write_atomically(path, header + yaml.safe_dump({"districts": districts}, sort_keys=False))
+        write_atomically(known_hosts, self.sftp.known_hosts_line)
         write_atomically(env_file, "".join(f"{k}={v}\n" for k, v in self.credentials.items()), mode=0o600)
         return env_file
