@@ -414,3 +414,16 @@ def test_enumerations_grades_and_dates_are_oneroster_1_1s(built):
         assert all(DATE.fullmatch(r[column]) for r in f[file] if r[column]), (file, column)
     users = (built.bundles["gg4l"] / "users.csv").read_text(encoding="utf-8")
     assert re.search(r',"\{PowerSchool:\d+\},\{StudentNumber:\d+\}', users)  # one quoted field
+
+
+def test_the_bundle_as_written_passes_the_data_quality_gate(built):
+    """SPEC §4.3: "A data-quality report (completeness of critical fields, referential integrity, enum
+    validity, duplicates) runs before delivery" — the bundle passes every blocking rule; its one critical
+    finding is the student whose homeless fields the fixture overwrote with planted values."""
+    from sg_orchestration.oneroster.gate import check_bundle
+
+    for district, folder in built.bundles.items():
+        report = check_bundle(folder, max_missing_critical_share=1.0)
+        assert not report.blocked, report.markdown()
+        assert {f.rule for f in report.findings} == {"critical"}, report.markdown()
+        assert report.students_missing_critical == 1, district
