@@ -427,3 +427,22 @@ def test_the_bundle_as_written_passes_the_data_quality_gate(built):
         assert not report.blocked, report.markdown()
         assert {f.rule for f in report.findings} == {"critical"}, report.markdown()
         assert report.students_missing_critical == 1, district
+
+
+def test_the_zipped_bundle_read_back_with_zipfile_and_csv_has_every_file_and_header(built, tmp_path):
+    """Issue 9 point 8: "a bundle read back by an independent reader (Python's `csv` and `zipfile`, not the
+    project's writer) that checks every header" — the delivery's zip of the written files."""
+    import io
+    import zipfile
+
+    from sg_orchestration.oneroster.delivery import zip_bundle
+
+    zip_bundle(built.bundles["gg4l"], tmp_path / "bundle.zip")
+    with zipfile.ZipFile(tmp_path / "bundle.zip") as zf:
+        assert sorted(zf.namelist()) == sorted(f"{name}.csv" for name in HEADERS)
+        for name, header in HEADERS.items():
+            with zf.open(f"{name}.csv") as member:
+                rows = list(csv.reader(io.TextIOWrapper(member, encoding="utf-8", newline="")))
+            extensions = built.metadata["gg4l"] if name == "users" else []
+            assert rows[0] == [*header, *extensions], name
+            assert len(rows) - 1 == built.counts["gg4l"][name], name
