@@ -106,9 +106,9 @@ def _plant(ps: Path) -> dict:
 
     def shared(header, records):
         at = {name: k for k, name in enumerate(header)}
-        first = next(r for r in records if r[at["Student Local Id"]] == active[0])
-        records[-1][at["Contact Relationship"]] = UNLISTED_RELATIONSHIP
-        planted.update(shared=first[at["Contact Id"]], unlisted=records[-1][at["Contact Id"]])
+        first, unlisted = (next(r for r in records if r[at["Student Local Id"]] == active[k]) for k in (0, 3))
+        unlisted[at["Contact Relationship"]] = UNLISTED_RELATIONSHIP
+        planted.update(shared=first[at["Contact Id"]], unlisted=unlisted[at["Contact Id"]])
         other = list(first)
         other[at["Student Local Id"]] = active[1]
         return [*records, other]

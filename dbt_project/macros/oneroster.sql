@@ -21,14 +21,18 @@ end
 {%- endmacro %}
 
 {#- A list-valued cell (an aggregate): the distinct values, comma-separated in one field (the writer quotes
-    it), in the order of `order_by` (a key that is one per value); null when there is none. -#}
+    it), sorted, or in the order of `order_by` (a key that is one per value); null when there is none. -#}
 {% macro oneroster_list(value, order_by=none) -%}
+{%- if order_by -%}
 nullif(array_to_string(list_transform(list_sort(list_distinct(
-    list({'k': {{ order_by or value }}, 'v': {{ value }}}) filter (where {{ value }} is not null)
+    list({'k': {{ order_by }}, 'v': {{ value }}}) filter (where {{ value }} is not null)
 )), lambda e: e.v), ','), '')
+{%- else -%}
+nullif(array_to_string(list_sort(list_distinct(list({{ value }}) filter (where {{ value }} is not null))), ','), '')
+{%- endif %}
 {%- endmacro %}
 
-{#- users.csv's columns of a student or contact (`a`: its row of int_oneroster__mapped_attributes): the
+{#- users.csv's columns of a student or contact (`a`: its mapped attributes, int_oneroster__users): the
     value the district's attribute mapping gives the column, else `defaults`' (column, SQL) default;
     userIds is the mapping's `{type:value}` entries. -#}
 {% macro oneroster_mapped_columns(defaults) -%}

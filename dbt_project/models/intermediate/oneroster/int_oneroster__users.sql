@@ -23,7 +23,7 @@
 {%- set contact_defaults = [
     ('sourcedId', oneroster_id('contact', 'c.contact_id')),
     ('enabledUser', "'true'"),
-    ('role', "coalesce(r.role, 'guardian')"),
+    ('role', "coalesce(own.role, shared.role, 'guardian')"),
     ('username', 'coalesce(c.contact_email, ' ~ oneroster_id('contact', 'c.contact_id') ~ ')'),
     ('userIds', 'null'),
     ('givenName', 'c.first_name'),
@@ -38,8 +38,22 @@
 ] %}
 
 
+-- Per student and contact, what its mapping rows give: `fields`, the users.csv columns by name; `user_ids`,
+-- the `{type:value}` entries in mapping order; `metadata`, the extensions by column name (the writer makes
+-- them columns, in mapping order, so the maps need no order).
 with attributes as (
-    select * from {{ ref('int_oneroster__mapped_attributes') }}
+    select
+        district_id,
+        entity,
+        record_key,
+        map_from_entries(
+            list((target, value)) filter (where target not like 'metadata.%' and target not like 'userIds:%')
+        ) as fields,
+        string_agg('{' || substr(target, length('userIds:') + 1) || ':' || value || '}', ',' order by ordinal)
+            filter (where target like 'userIds:%') as user_ids,
+        map_from_entries(list((target, value)) filter (where target like 'metadata.%')) as metadata
+    from {{ ref('int_oneroster__mapped_attributes') }}
+    group by all
 ),
 
 students as (
@@ -60,7 +74,8 @@ contact_students as (
 ),
 
 roles as (
-    -- a district's own row for a relationship replaces the shared one
+    -- a district's own row for a relationship replaces the shared one (two joins: one with an `or` in its
+    -- condition and a window to pick the row took four times as long)
     select district_id, lower(replace(relationship, ' ', '')) as relationship, role
     from {{ ref('oneroster_contact_roles') }}
 ),
@@ -75,10 +90,10 @@ contacts as (
     from {{ ref('int_oneroster__contacts') }} c
     left join attributes a
         on a.district_id = c.district_id and a.entity = 'contacts' and a.record_key = c.contact_id
-    left join roles r
-        on lower(replace(c.contact_relationship, ' ', '')) = r.relationship
-        and (r.district_id = c.district_id or r.district_id is null)
-    qualify row_number() over (partition by c.district_id, c.contact_id order by r.district_id nulls last) = 1
+    left join roles own
+        on own.relationship = lower(replace(c.contact_relationship, ' ', '')) and own.district_id = c.district_id
+    left join roles shared
+        on shared.relationship = lower(replace(c.contact_relationship, ' ', '')) and shared.district_id is null
 ),
 
 -- A contact's students, by the students' sourcedIds and schools (a contact belongs to its students' orgs).
@@ -118,28 +133,30 @@ teachers as (
         null as password,
         null::map(varchar, varchar) as metadata
     from {{ ref('stg_powerschool__teachers') }} t
+),
+
+student_agents as (
+    select district_id, student_local_id, {{ oneroster_list('contact_sourced_id') }} as agents
+    from links
+    group by all
+),
+
+contact_agents as (
+    select
+        district_id,
+        contact_id,
+        {{ oneroster_list('student_org') }} as orgs,
+        {{ oneroster_list('student_sourced_id') }} as agents
+    from links
+    group by all
 )
 
-select
-    s.* exclude (metadata),
-    (
-        select {{ oneroster_list('l.contact_sourced_id') }}
-        from links l where l.district_id = s.district_id and l.student_local_id = s.record_key
-    ) as "agentSourcedIds",
-    s.metadata
+select s.* exclude (metadata), a.agents as "agentSourcedIds", s.metadata
 from students s
+left join student_agents a on a.district_id = s.district_id and a.student_local_id = s.record_key
 union all by name
-select
-    c.* exclude (metadata),
-    (
-        select {{ oneroster_list('l.student_org') }}
-        from links l where l.district_id = c.district_id and l.contact_id = c.record_key
-    ) as "orgSourcedIds",
-    (
-        select {{ oneroster_list('l.student_sourced_id') }}
-        from links l where l.district_id = c.district_id and l.contact_id = c.record_key
-    ) as "agentSourcedIds",
-    c.metadata
+select c.* exclude (metadata), a.orgs as "orgSourcedIds", a.agents as "agentSourcedIds", c.metadata
 from contacts c
+left join contact_agents a on a.district_id = c.district_id and a.contact_id = c.record_key
 union all by name
 select * from teachers
