@@ -33,6 +33,7 @@ STUDENTS, SEED = 60, 3
 MAPPING = load_mapping()
 DROPPED = next(r for r in MAPPING if r.action == "create" and r.source == "Doctor Name")  # in `own`'s copy
 DELETED = [r for r in MAPPING if r.action == "delete"]
+OWN_DELETE = "Email"  # `own`'s copy also deletes a column that users.csv's defaults read
 UNLISTED_RELATIONSHIP = "Family Friend"
 # fmt: off
 ONEROSTER_FILES = ("academicSessions", "categories", "classes", "classResources", "courses", "courseResources",
@@ -136,9 +137,11 @@ def built(tmp_path_factory) -> Built:
     planted = _plant(ps)
     own = root / "own_mapping.yaml"
     dropped = f'source: {DROPPED.source}, gg4l: "{DROPPED.gg4l}"'
-    own.write_text(
-        "".join(line for line in DEFAULT_MAPPING.read_text().splitlines(True) if dropped not in line)
+    lines = [line for line in DEFAULT_MAPPING.read_text().splitlines(True) if dropped not in line]
+    lines.insert(
+        lines.index("contacts:\n"), f"  - {{action: delete, source: {OWN_DELETE}, gg4l: {OWN_DELETE}}}\n"
     )
+    own.write_text("".join(lines))
     districts = [_district("gg4l", None, root / "outbox"), _district("own", own, root / "outbox")]
     prepare()
     folders, counts, columns, metadata = {}, {}, {}, {}
@@ -326,6 +329,19 @@ def test_a_deleted_attribute_never_leaves_under_its_original_name_or_value(built
                             seen.setdefault(source, set()).add(column)
         assert seen == {source: targets for source, targets in allowed.items() if targets}, district
     assert not [m for m in MAPPING if m.action == "create" and m.source == DROPPED.source and m != DROPPED]
+
+
+def test_a_column_a_districts_mapping_deletes_feeds_no_default_either(built):
+    """SPEC §3.3: a `delete` row means the field "never leaves": `own`'s copy deletes the students' `Email`,
+    so no file of its bundle holds a student's address (users.csv's email blank, username the Local Id),
+    where the seed's mapping sends them."""
+    emails = {s["Email"] for s in built.students() if s["Email"] and s["Enroll Status"] == "0"}
+    assert emails and emails <= {u["email"] for u in built.file("gg4l", "users")}
+    for path in built.bundles["own"].glob("*.csv"):
+        text = path.read_text(encoding="utf-8")
+        assert not [e for e in emails if e in text], path.name
+    students = [u for u in built.file("own", "users") if u["role"] == "student"]
+    assert students and all(u["email"] == "" and u["username"] == u["sourcedId"] for u in students)
 
 
 def test_sourced_ids_are_stable_across_builds(built):

@@ -44,3 +44,19 @@ nullif(array_to_string(list_sort(list_distinct(list({{ value }}) filter (where {
         {%- endif %}
 {%- endfor %}
 {%- endmacro %}
+
+{#- A `delete` row of the district's attribute mapping: its PowerSchool column never leaves under its own
+    meaning, so no default of users.csv or demographics.csv reads it either. `oneroster_deleted_columns`
+    is the district's deleted columns per entity (join it as `deleted`); `oneroster_kept(alias, column)`
+    is the column, or null when deleted. The keys that link the files (Local Id, Contact Id, School
+    Number) are the records' identity and stay. -#}
+{% macro oneroster_deleted_columns() -%}
+select district_id, entity, list(source_column) as columns
+from {{ source('ops', 'oneroster_mapping') }}
+where action = 'delete'
+group by all
+{%- endmacro %}
+
+{% macro oneroster_kept(alias, column) -%}
+case when list_contains(deleted.columns, '{{ column }}') then null else {{ alias }}.{{ column }} end
+{%- endmacro %}

@@ -2,37 +2,39 @@
 -- students' contacts as guardians, parents and relatives (role from `Contact Relationship`, the seed
 -- oneroster_contact_roles), linked both ways through agentSourcedIds (a student lists its contacts, a
 -- contact its students). Where the district's attribute mapping fills a users.csv column it wins over the
--- column's default below; its userIds entries and metadata columns come from it alone.
+-- column's default below; its userIds entries and metadata columns come from it alone. A default never
+-- reads a column the mapping deletes (`oneroster_kept`).
 {%- set student_defaults = [
     ('sourcedId', oneroster_id('student', 's.local_id')),
     ('enabledUser', "'true'"),
     ('orgSourcedIds', oneroster_id('school', 's.school_number')),
     ('role', "'student'"),
-    ('username', 'coalesce(s.email, s.local_id)'),
+    ('username', 'coalesce(' ~ oneroster_kept('s', 'email') ~ ', s.local_id)'),
     ('userIds', 'null'),
-    ('givenName', 's.first_name'),
-    ('familyName', 's.last_name'),
-    ('middleName', 's.middle_name'),
+    ('givenName', oneroster_kept('s', 'first_name')),
+    ('familyName', oneroster_kept('s', 'last_name')),
+    ('middleName', oneroster_kept('s', 'middle_name')),
     ('identifier', 'null'),
-    ('email', 's.email'),
+    ('email', oneroster_kept('s', 'email')),
     ('sms', 'null'),
     ('phone', 'null'),
-    ('grades', oneroster_grade('s.grade_level')),
+    ('grades', oneroster_grade(oneroster_kept('s', 'grade_level'))),
     ('password', 'null'),
 ] %}
+{%- set relationship = oneroster_kept('c', 'contact_relationship') %}
 {%- set contact_defaults = [
     ('sourcedId', oneroster_id('contact', 'c.contact_id')),
     ('enabledUser', "'true'"),
     ('role', "coalesce(own.role, shared.role, 'guardian')"),
-    ('username', 'coalesce(c.contact_email, ' ~ oneroster_id('contact', 'c.contact_id') ~ ')'),
+    ('username', 'coalesce(' ~ oneroster_kept('c', 'contact_email') ~ ', ' ~ oneroster_id('contact', 'c.contact_id') ~ ')'),
     ('userIds', 'null'),
-    ('givenName', 'c.first_name'),
-    ('familyName', 'c.last_name'),
+    ('givenName', oneroster_kept('c', 'first_name')),
+    ('familyName', oneroster_kept('c', 'last_name')),
     ('middleName', 'null'),
     ('identifier', 'null'),
-    ('email', 'c.contact_email'),
-    ('sms', 'c.cell_phone'),
-    ('phone', 'c.contact_phone'),
+    ('email', oneroster_kept('c', 'contact_email')),
+    ('sms', oneroster_kept('c', 'cell_phone')),
+    ('phone', oneroster_kept('c', 'contact_phone')),
     ('grades', 'null'),
     ('password', 'null'),
 ] %}
@@ -56,6 +58,10 @@ with attributes as (
     group by all
 ),
 
+deleted as (
+    {{ oneroster_deleted_columns() }}
+),
+
 students as (
     select
         s.district_id,
@@ -66,6 +72,7 @@ students as (
     from {{ ref('int_oneroster__students') }} s
     left join attributes a
         on a.district_id = s.district_id and a.entity = 'students' and a.record_key = s.local_id
+    left join deleted on deleted.district_id = s.district_id and deleted.entity = 'students'
 ),
 
 contact_students as (
@@ -90,10 +97,11 @@ contacts as (
     from {{ ref('int_oneroster__contacts') }} c
     left join attributes a
         on a.district_id = c.district_id and a.entity = 'contacts' and a.record_key = c.contact_id
+    left join deleted on deleted.district_id = c.district_id and deleted.entity = 'contacts'
     left join roles own
-        on own.relationship = lower(replace(c.contact_relationship, ' ', '')) and own.district_id = c.district_id
+        on own.relationship = lower(replace({{ relationship }}, ' ', '')) and own.district_id = c.district_id
     left join roles shared
-        on shared.relationship = lower(replace(c.contact_relationship, ' ', '')) and shared.district_id is null
+        on shared.relationship = lower(replace({{ relationship }}, ' ', '')) and shared.district_id is null
 ),
 
 -- A contact's students, by the students' sourcedIds and schools (a contact belongs to its students' orgs).
