@@ -37,7 +37,9 @@ at 200,000 students and more the no-change nightly under 10% of the cold one and
 `parts` group's `publish (no change)` and `publish (1% changed)` against `publish (cold)`), at every size.
 
 Groups: `parts` (the per-part stages above), `nightly`, `transport` (the client CPU and engine-vs-lightbeam
-stages), `edfi` (the Ed-Fi target against earthmover and lightbeam, issue 8 item 17: `bench_edfi`); all by default, or only those named in SG_BENCH_ONLY (comma-separated, e.g.
+stages), `edfi` (the Ed-Fi target against earthmover and lightbeam, issue 8 item 17: `bench_edfi`),
+`oneroster` (the OneRoster export, issue 9 point 9: `bench_oneroster`); all by default, or only those
+named in SG_BENCH_ONLY (comma-separated, e.g.
 `SG_BENCH_ONLY=nightly sg-orch bench --students 50 10000`).
 
 Each stage runs in a child process of its own (`python -m sg_orchestration.bench stage ...`), so its peak
@@ -101,7 +103,7 @@ NO_CHANGE_BASELINE_US = 7.5
 NO_CHANGE_MAX_GROWTH = 0.20
 LIGHTBEAM_VENV_ENV = "SG_BENCH_LIGHTBEAM_VENV"
 DEFAULT_SIZES = [50, 10_000, 200_000]
-GROUPS = ("parts", "nightly", "transport", "edfi")
+GROUPS = ("parts", "nightly", "transport", "edfi", "oneroster")
 ONLY_ENV = "SG_BENCH_ONLY"
 # The whole nightly (`sg-orch run`), issue 7 §1.
 NIGHTLY_COLD = "nightly (cold)"
@@ -139,7 +141,7 @@ def main(
     """Benchmark each size; print the table, write bench.json and bench.md; 0 when every stage ran.
     `sizes`: default DEFAULT_SIZES. `engine_requests` (default SG_BENCH_ENGINE_REQUESTS or ENGINE_REQUESTS):
     the creates of the engine-vs-lightbeam stage. `only` (default SG_BENCH_ONLY): the groups to run,
-    comma-separated (`parts`, `nightly`, `transport`, `edfi`); all when empty."""
+    comma-separated (`parts`, `nightly`, `transport`, `edfi`, `oneroster`); all when empty."""
     sizes = list(DEFAULT_SIZES if sizes is None else sizes)
     groups = _groups(os.environ.get(ONLY_ENV, "") if only is None else only)
     keep = os.environ.get("SG_BENCH_KEEP") == "1" if keep is None else keep
@@ -201,6 +203,11 @@ def main(
         from sg_orchestration import bench_edfi
 
         edfi = bench_edfi.run(out, seed, keep, failures)
+    oneroster = None
+    if "oneroster" in groups:
+        from sg_orchestration import bench_oneroster
+
+        oneroster = bench_oneroster.run(out, seed, keep, failures)
     if not keep and (out / "work").is_dir() and not any((out / "work").iterdir()):
         (out / "work").rmdir()
 
@@ -243,6 +250,7 @@ def main(
         "client_cpu": client_cpu,
         "engine_vs_lightbeam": engine,
         "edfi": edfi,
+        "oneroster": oneroster,
         "failures": failures,
     }
     table = render(report)
@@ -416,13 +424,7 @@ def _nightly_run(
     if timer:  # a tiny process of its own in between, so the child's max RSS is its own, not this one's
         cmd = [timer, "-f", "%M", "-o", str(time_file), *cmd]
     print(f"bench: {students:,} students: {label} ...", flush=True)
-    with output.open("w") as out:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
-        with _TreeMemory(proc.pid) as memory:
-            _, status, _usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    proc.returncode = code = os.waitstatus_to_exitcode(status)
+    wall, code, memory = _timed_process(cmd, env, output)
     text = output.read_text()
     summary = _parse_run(text)
     if summary["result"] is None or summary["result"].startswith("FAILED") or code not in (0, 1):
@@ -464,6 +466,17 @@ def _nightly_run(
         flush=True,
     )
     return result
+
+
+def _timed_process(cmd: list[str], env: dict, output: Path) -> tuple[float, int, _TreeMemory]:
+    """Run `cmd` with its output to `output`: its wall time, exit code and process tree's memory."""
+    with output.open("w") as out:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, env=env, cwd=PROJECT_ROOT, stdout=out, stderr=subprocess.STDOUT)
+        with _TreeMemory(proc.pid) as memory:
+            _, status, _usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    return wall, os.waitstatus_to_exitcode(status), memory
 
 
 def _parse_run(text: str) -> dict:
@@ -746,6 +759,10 @@ def render(report: dict) -> str:
         from sg_orchestration.bench_edfi import render as render_edfi
 
         lines += render_edfi(report["edfi"])
+    if report.get("oneroster"):
+        from sg_orchestration.bench_oneroster import render as render_oneroster
+
+        lines += render_oneroster(report["oneroster"])
     for failure in report["failures"]:
         lines.append(f"\nFAILED: {failure}")
     return "\n".join(lines)

@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--only",
         metavar="GROUPS",
         default=None,
-        help="run only these groups, comma-separated: parts, nightly, transport, edfi (default SG_BENCH_ONLY, else all)",
+        help="run only these groups, comma-separated: parts, nightly, transport, edfi, oneroster (default SG_BENCH_ONLY, else all)",
     )
     b.set_defaults(func=_bench)
     return parser

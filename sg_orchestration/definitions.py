@@ -5,6 +5,7 @@ import dagster as dg
 from sg_orchestration import instance_storage
 from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
 from sg_orchestration.ingest.assets import INGEST_ASSETS
+from sg_orchestration.oneroster.assets import build_oneroster_assets
 from sg_orchestration.partitions import DISTRICTS
 from sg_orchestration.publish.assets import build_edfi_publish_asset, build_qmlativ_publish_asset
 from sg_orchestration.transform.dbt import build_dbt_assets
@@ -21,6 +22,7 @@ defs = dg.Definitions(
         build_qmlativ_publish_asset(DISTRICTS),
         build_edfi_validation_asset(DISTRICTS),
         build_edfi_publish_asset(DISTRICTS),
+        *build_oneroster_assets(DISTRICTS),
     ],
     jobs=JOBS,
     schedules=SCHEDULES,

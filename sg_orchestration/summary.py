@@ -165,7 +165,9 @@ def collect(
         if not name.startswith(PUBLISH_PREFIX):
             continue
         line = assets.get(name)
-        if key in failed_keys:
+        if not any(key in keys_of_step.get(step, ()) for step in job_steps):
+            targets[name] = "not configured for this district"  # not planned: the district lacks the target
+        elif key in failed_keys:
             targets[name] = f"failed: {failed_keys[key]}"
         elif line is not None:
             targets[name] = "not configured" if line.metadata.get("configured") is False else "published"
@@ -221,11 +223,17 @@ def render(summary: Summary, district: District, dry_run: bool = False) -> str:
             f"{tests} tests: {tests - warned - failed} passed, {warned} warned, {failed} failed"
         )
     for a in sorted(validations, key=lambda a: a.asset):
-        counts = ", ".join(f"{k} {v:,}" for k, v in a.metadata.items() if isinstance(v, int) and "/" not in k)
+        counts = ", ".join(
+            f"{k} {v:,}"
+            for k, v in a.metadata.items()
+            if isinstance(v, int) and not isinstance(v, bool) and "/" not in k
+        )
         check = "FAILED" if a.checks_failed else "warning (see ops.error_log)" if a.checks_warned else "ok"
         out.append(f"{a.asset}: {counts or 'done'}; checks {check}")
         if isinstance(a.metadata.get("not_sent"), str):
             out.append(_indented_table(a.metadata["not_sent"]))
+        if isinstance(a.metadata.get("gate"), str):  # the OneRoster bundle's data-quality gate
+            out.append(f"  gate: {a.metadata['gate']}; report: {a.metadata.get('gate_report')}")
     for a in sorted(publishes, key=lambda a: a.asset):
         out.append(_publish_table(a, dry_run))
     if summary.targets:

@@ -147,7 +147,7 @@ def test_bench_nightly_runs_the_whole_nightly_three_times(tmp_path: Path) -> Non
 
 
 def test_bench_groups_and_the_run_summary_parser() -> None:
-    assert _groups("") == ("parts", "nightly", "transport", "edfi")
+    assert _groups("") == ("parts", "nightly", "transport", "edfi", "oneroster")
     assert _groups(" nightly ") == ("nightly",)
     with pytest.raises(SystemExit, match="unknown group"):
         _groups("nightly,everything")

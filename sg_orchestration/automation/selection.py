@@ -9,6 +9,7 @@ def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | No
     """The nightly job's assets that the district needs: all but the steps of targets it does not have
     (dbt, validate and publish: their assets and checks are not even planned); None when it
     needs all."""
+    from sg_orchestration.oneroster.assets import BUNDLE_KEY, PUBLISH_KEY
     from sg_orchestration.publish.assets import EDFI_KEY, QMLATIV_KEY
     from sg_orchestration.transform.dbt import build_dbt_assets, needed
     from sg_orchestration.validate.edfi import KEY as EDFI_VALIDATION
@@ -23,6 +24,7 @@ def nightly_selection(asset_graph, district: District) -> list[dg.AssetKey] | No
     for target, later in (
         ("edfi", {EDFI_VALIDATION, EDFI_KEY}),
         ("qmlativ", {QMLATIV_VALIDATION, QMLATIV_KEY}),
+        ("oneroster", {BUNDLE_KEY, PUBLISH_KEY}),
     ):
         if not needed(target, district):  # its validate and publish steps too
             skip |= later
