@@ -99,3 +99,25 @@ def test_missing_file_and_bad_yaml_name_the_file(tmp_path):
 def test_unknown_district_names_the_configured_ones():
     with pytest.raises(ConfigError, match="example-isd"):
         load_districts(EXAMPLE).get("nowhere")
+
+
+def test_a_districts_oneroster_source_is_said_or_follows_its_inputs():
+    """Seed 001: PowerSchool (§2.1) or another SIS's OneRoster export (§2.2); districts.yaml says which."""
+    from pydantic import ValidationError
+
+    from sg_orchestration.config import District
+
+    def district(inputs: dict, **oneroster) -> District:
+        delivery = {"directory": {"path": "/tmp/outbox"}}
+        return District(
+            id="d", name="D", state="TX", timezone="America/Chicago", inputs=inputs,
+            oneroster={"delivery": delivery, **oneroster},
+        )  # fmt: skip
+
+    assert district({"powerschool_dir": "/p"}).oneroster_source == "powerschool"
+    assert district({"oneroster_dir": "/o"}).oneroster_source == "oneroster"
+    both = {"powerschool_dir": "/p", "oneroster_dir": "/o"}
+    assert district(both).oneroster_source == "powerschool"
+    assert district(both, source="oneroster").oneroster_source == "oneroster"
+    with pytest.raises(ValidationError, match="give `inputs.oneroster_dir`"):
+        district({"powerschool_dir": "/p"}, source="oneroster")

@@ -31,6 +31,21 @@ def _districts_file(sandbox, tmp_path: Path, powerschool: Path) -> Path:
     return path
 
 
+def _other_sis(tmp_path: Path, bundle: Path, outbox: Path, **oneroster) -> Path:
+    """A districts file of one district whose bundle is its own OneRoster export (seed 001 §2.2)."""
+    district = {
+        "id": DISTRICT,
+        "name": "Other SIS ISD",
+        "state": "TX",
+        "timezone": "America/Chicago",
+        "inputs": {"oneroster_dir": str(bundle)},
+        "oneroster": {**oneroster, "delivery": {"directory": {"path": str(outbox)}}},
+    }
+    path = tmp_path / "districts.yaml"
+    path.write_text(yaml.safe_dump({"districts": [district]}, sort_keys=False))
+    return path
+
+
 def _delivered(sandbox) -> Path:
     return sandbox.state_dir / "sftp" / "upload" / f"oneroster_{DISTRICT}.zip"
 
@@ -113,3 +128,69 @@ def test_a_bundle_the_gate_blocks_is_not_delivered_says_why_and_goes_once_fixed(
             "and resolved_at is null",
             [DISTRICT],
         ).fetchone()[0]
+
+
+def test_another_sis_oneroster_export_is_validated_and_re_exported_the_same_way(
+    defs, district_inputs, warehouse, capsys, tmp_path
+):
+    """Seed 001 §2.2: "Import data using CSV files in OneRoster format including the corresponding
+    metadata fields." A district whose `inputs.oneroster_dir` holds its own bundle has it re-exported: the
+    same headers, its metadata.* columns to the right, bulk blanks, only active records (a `tobedeleted`
+    row is not sent), through the same gate and delivery."""
+    bundle = tmp_path / "oneroster"
+    shutil.copytree(district_inputs / "oneroster", bundle)
+    users = bundle / "users.csv"
+    with users.open(newline="", encoding="utf-8") as f:
+        header, *rows = csv.reader(f)
+    status = header.index("status")
+    named = {  # every sourcedId another record names: a user none names can go alone
+        value
+        for path in bundle.glob("*.csv")
+        for record in list(csv.reader(path.open(encoding="utf-8")))[1:]
+        for cell in record[3:]
+        for value in cell.split(",")
+    }
+    gone_row = next(r for r in rows if r[0] not in named)
+    gone = gone_row[0]
+    gone_row[status] = "tobedeleted"
+    with users.open("w", newline="", encoding="utf-8") as f:
+        csv.writer(f).writerows([header, *rows])
+    outbox = tmp_path / "outbox"
+    code, out = _run(_other_sis(tmp_path, bundle, outbox), capsys)
+    assert code == 0 and "gate: passed" in out, out[-4000:]
+    with zipfile.ZipFile(outbox / f"oneroster_{DISTRICT}.zip") as z:
+        files = {
+            name: list(csv.reader(io.TextIOWrapper(z.open(f"{name}.csv"), encoding="utf-8", newline="")))
+            for name in HEADERS
+        }
+    sent_header, *sent = files["users"]
+    metadata = [c for c in header if c.startswith("metadata.")]
+    assert sent_header == [*HEADERS["users"], *sorted(metadata)]
+    ids = {r[0] for r in sent}
+    kept = next(r for r in rows if r[0] != gone and r[header.index("role")] == "student")
+    assert gone not in ids and kept[0] in ids
+    assert all(r[1] == "" and r[2] == "" for rows_ in files.values() for r in rows_[1:] if len(r) > 2)
+    first = next(r for r in sent if r[0] == kept[0])
+    for column in metadata:  # the export's own values, under their own names
+        assert first[sent_header.index(column)] == kept[header.index(column)], column
+    manifest = dict(files["manifest"][1:])
+    assert manifest["file.users"] == "bulk" and manifest["file.lineItems"] == "absent"
+    assert (
+        manifest["source.systemName"]
+        == dict(list(csv.reader((bundle / "manifest.csv").open(encoding="utf-8")))[1:])["source.systemName"]
+    )
+
+
+def test_a_delta_oneroster_export_is_refused_naming_its_files_and_nothing_is_delivered(
+    defs, district_inputs, warehouse, capsys, tmp_path
+):
+    """A delta bundle holds one day's changes: re-exported as the whole roster it would drop every student
+    it does not list, so it is refused until the SIS sends a bulk one."""
+    bundle = tmp_path / "oneroster"
+    shutil.copytree(district_inputs / "oneroster", bundle)
+    manifest = bundle / "manifest.csv"
+    manifest.write_text(manifest.read_text(encoding="utf-8").replace("file.users,bulk", "file.users,delta"))
+    outbox = tmp_path / "outbox"
+    code, out = _run(_other_sis(tmp_path, bundle, outbox, source="oneroster"), capsys)
+    assert code != 0 and "is a delta bundle (manifest.csv: file.users=delta)" in out, out[-3000:]
+    assert not outbox.exists() or not any(outbox.iterdir())

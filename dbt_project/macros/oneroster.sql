@@ -60,3 +60,46 @@ group by all
 {% macro oneroster_kept(alias, column) -%}
 case when list_contains(deleted.columns, '{{ column }}') then null else {{ alias }}.{{ column }} end
 {%- endmacro %}
+
+{#- The other-SIS path (seed 001 §2.2): a file of the district's own OneRoster 1.1 bundle
+    (stg_oneroster__<file>), re-exported the same way as the PowerSchool one, for the districts whose
+    bundle comes from it (int_oneroster__districts): only active records (a blank status counts as active;
+    a `tobedeleted` one is not sent: GG4L accepts only active records), bulk mode (status and
+    dateLastModified blank), every value as the bundle's text (booleans `true`/`false`, dates
+    YYYY-MM-DD). users.csv's `metadata.*` extension columns (kept by ingest in `extra_columns`) become the
+    `metadata` map the PowerSchool path's users mart has. -#}
+{% macro oneroster_input(file) -%}
+{#- the refs outside `execute`, so that dbt's parse records them -#}
+{%- set staged = ref('stg_oneroster__' ~ file) %}
+{%- set districts = ref('int_oneroster__districts') %}
+{%- if execute %}
+{%- set node = graph.sources['source.' ~ project_name ~ '.raw.oneroster__' ~ file] %}
+{%- set meta = {} %}
+{%- for c in node.columns.values() %}{% do meta.update({c.name: c.meta}) %}{% endfor %}
+select
+    s.district_id
+{%- for name in meta %}
+{%- set m = meta[name] %}
+{%- set col = 's.' ~ m.staged_name %}
+    {%- if name in ('status', 'dateLastModified') %}, null::varchar
+    {%- elif m.type == 'bool' %}, case when {{ col }} then 'true' when not {{ col }} then 'false' end
+    {%- elif m.type == 'date' %}, strftime({{ col }}, '%Y-%m-%d')
+    {%- else %}, {{ col }}::varchar
+    {%- endif %} as "{{ name }}"
+{%- endfor %}
+{%- if file == 'users' %},
+    map_from_entries([
+        (k, nullif(json_extract_string(s.extra_columns, '$."' || k || '"'), ''))
+        for k in coalesce(json_keys(s.extra_columns), []) if k like 'metadata.%'
+    ])::map(varchar, varchar) as metadata
+{%- endif %}
+from {{ staged }} s
+join {{ districts }} d on d.district_id = s.district_id and d.source = 'oneroster'
+where coalesce(lower(s.status), 'active') = 'active'
+{%- endif %}
+{%- endmacro %}
+
+{#- Every mart's PowerSchool branch: the districts whose bundle does not come from a OneRoster export. -#}
+{% macro oneroster_from_powerschool(alias='') -%}
+{{ alias }}district_id not in (select district_id from {{ ref('int_oneroster__districts') }} where source = 'oneroster')
+{%- endmacro %}

@@ -177,6 +177,11 @@ class OneRosterGate(_Strict):
 class OneRoster(_Strict):
     delivery: OneRosterDelivery
     gate: OneRosterGate = OneRosterGate()
+    # Where the bundle comes from (seed 001): `powerschool` (§2.1: the PowerSchool export and the attribute
+    # mapping) or `oneroster` (§2.2: another SIS's OneRoster 1.1 bundle, re-exported). Blank: PowerSchool
+    # when the district has `inputs.powerschool_dir`, else the OneRoster bundle when it has
+    # `inputs.oneroster_dir`.
+    source: Literal["powerschool", "oneroster"] | None = None
     attribute_mapping: Path | None = None  # default: the seed's table, shipped with the package
     version: Literal["1.1"] = "1.1"
 
@@ -248,6 +253,24 @@ class District(_Strict):
         if self.qmlativ and not (self.qmlativ.base_url or self.inputs.qmlativ_dir):
             raise ValueError("qmlativ needs `qmlativ.base_url` or `inputs.qmlativ_dir`")
         return self
+
+    @model_validator(mode="after")
+    def _oneroster_source_has_its_input(self):
+        if self.oneroster and self.oneroster.source and not self.input_dir(f"{self.oneroster.source}_dir"):
+            raise ValueError(
+                f"oneroster.source is {self.oneroster.source}: give `inputs.{self.oneroster.source}_dir`"
+            )
+        return self
+
+    @property
+    def oneroster_source(self) -> str | None:
+        """The OneRoster bundle's source (`OneRoster.source`, else inferred from the inputs); None without
+        a `oneroster` section."""
+        if self.oneroster is None:
+            return None
+        if self.oneroster.source:
+            return self.oneroster.source
+        return "oneroster" if self.inputs.oneroster_dir and not self.inputs.powerschool_dir else "powerschool"
 
     def input_dir(self, key: str) -> Path | None:
         return getattr(self.inputs, key)

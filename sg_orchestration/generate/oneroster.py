@@ -259,7 +259,7 @@ def write_oneroster(out: Output, pop: Population, roster: Roster, seed: int) -> 
             ["true"] * n,
             org_ids[pop.school[s]].tolist(),
             pick([r[2] for r in RELATIONSHIPS], relationship),
-            email,
+            [e or g for e, g in zip(email, guardian_ids(c), strict=True)],  # username: OneRoster requires one
             ["{SIS:" + k + "}" for k in contact_ids(c)],
             first.tolist(),
             last.tolist(),

@@ -56,6 +56,24 @@ def _verdict(folder: Path) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def _refuse_delta(con, district: District) -> None:
+    """A district's own OneRoster export is re-exported whole (bulk): one whose manifest says `delta` for
+    a file holds only that day's changes, and sending it as the whole roster would drop every student it
+    does not list. Refused, naming the files, until delta bundles are applied to the last bulk one."""
+    (files,) = con.execute(
+        "select list(substr(property_name, 6) order by property_name) from staging.stg_oneroster__manifest "
+        "where district_id = ? and property_name like 'file.%' and lower(value) = 'delta'",
+        [district.id],
+    ).fetchone()
+    if files:
+        raise dg.Failure(
+            description=f"the OneRoster export of {district.id} is a delta bundle (manifest.csv: "
+            f"{', '.join(f'file.{f}=delta' for f in files)}); only a bulk export is re-exported: have the "
+            "SIS export a bulk bundle (every file.<name> `bulk` or `absent`) to inputs.oneroster_dir",
+            allow_retries=False,
+        )
+
+
 def build_bundle(district: District) -> dict:
     """The district's bundle written afresh (beside, then swapped in) and judged, or the last one when
     nothing it is made from changed (`reused`). Returns the verdict kept beside the bundle for the
@@ -66,6 +84,8 @@ def build_bundle(district: District) -> dict:
     fresh, bundle = folder / "bundle.new", folder / "bundle"
     with connect() as con:
         fingerprint = _fingerprint(con, district)
+        if district.oneroster_source == "oneroster":
+            _refuse_delta(con, district)
     last = _verdict(folder)
     if fingerprint and last and last.get("fingerprint") == fingerprint and bundle.is_dir():
         return {**last, "reused": True}

@@ -23,7 +23,21 @@ def mart(file: str) -> str:
 
 
 def metadata_columns(con, district_id: str) -> list[str]:
-    """The district's `metadata.<name>` columns, in its attribute mapping's order."""
+    """The district's `metadata.<name>` columns: in its attribute mapping's order; for a district whose
+    bundle comes from its own OneRoster export (seed 001 §2.2), those its users.csv has, by name."""
+    exported = con.execute(
+        "select count(*) from intermediate.int_oneroster__districts where district_id = ? and source = 'oneroster'",
+        [district_id],
+    ).fetchone()[0]
+    if exported:
+        return [
+            name
+            for (name,) in con.execute(
+                f"select distinct unnest(map_keys({METADATA_MAP})) as k from {mart('users')} "
+                "where district_id = ? order by k",
+                [district_id],
+            ).fetchall()
+        ]
     return [
         target
         for (target,) in con.execute(

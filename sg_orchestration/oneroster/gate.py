@@ -17,8 +17,8 @@ failure blocks delivery:
 - `date`: dates are YYYY-MM-DD and real; a session or enrollment does not end before it starts; a birth
   date is neither in the future nor before 1900. Blocking.
 - `critical`: the seed's critical homeless fields. Every student says whether they are identified as
-  homeless (`Y`/`N`); one who is has a primary nighttime residence (a McKinney-Vento code) and says
-  whether they are an unaccompanied youth (`Y`/`N`). A student failing this is reported; delivery is
+  homeless (`Y`/`N`, or `true`/`false` from another SIS's export); one who is has a primary nighttime
+  residence (a McKinney-Vento code) and says whether they are an unaccompanied youth (the same values). A student failing this is reported; delivery is
   blocked when the share of such students passes `oneroster.gate.max_missing_critical_share` (a record
   that goes out incomplete is worse than a late one, but one incomplete record should not hold back the
   district's whole roster).
@@ -113,7 +113,9 @@ SPANS = (("academicSessions", "startDate", "endDate"), ("enrollments", "beginDat
 IDENTIFIED = "metadata.is_identified_as_homeless"
 RESIDENCE = "metadata.homeless_primary_nighttime_residence"
 UNACCOMPANIED = "metadata.homeless_unaccompanied_youth"
-YES_NO = ("Y", "N")
+# PowerSchool's plugin fields say Y/N; another SIS's OneRoster export may say true/false (seed 001 §2.2).
+YES_NO = ("Y", "N", "true", "false")
+YES = ("Y", "true")
 # McKinney-Vento primary nighttime residence: doubled-up, shelters/transitional housing, hotels/motels,
 # unsheltered (the codes PowerSchool's `Alert Other` carries for the plugin).
 RESIDENCES = ("DOUBLE", "STH", "HOTMOT", "UNSHELTERED")
@@ -364,15 +366,16 @@ def _critical(con, report: GateReport) -> None:
         checks.append(
             (
                 IDENTIFIED,
-                f"{IDENTIFIED} is blank or not Y/N",
-                f"coalesce({identified} not in ('Y', 'N'), true)",
+                f"{IDENTIFIED} is blank or not one of {', '.join(YES_NO)}",
+                f"coalesce({identified} not in ({', '.join(literal(v) for v in YES_NO)}), true)",
             )
         )
         for fld, allowed in ((RESIDENCE, RESIDENCES), (UNACCOMPANIED, YES_NO)):
             values = ", ".join(literal(v) for v in allowed)
             bad = f"coalesce({quote(fld)} not in ({values}), true)" if fld in have else "true"
             cause = f"{fld} is blank or not one of {', '.join(allowed)} for a student identified as homeless"
-            checks.append((fld, cause, f"{identified} = 'Y' and {bad}"))
+            homeless = f"{identified} in ({', '.join(literal(v) for v in YES)})"
+            checks.append((fld, cause, f"{homeless} and {bad}"))
     items = ", ".join(f"{{'field': {literal(f)}, 'cause': {literal(c)}, 'bad': {b}}}" for f, c, b in checks)
     rows = con.execute(
         f"select \"sourcedId\", _row, list_filter([{items}], lambda p: p.bad) from users where role = 'student'"

@@ -242,7 +242,7 @@ def _build_target_assets(target: str) -> dg.AssetsDefinition:
             elif target == "edfi":
                 written = edfi.record_run_inputs(con, district, edfi.as_of_date(district, context.run.tags))
             elif target == "oneroster":
-                written = oneroster.record_mapping(con, district)
+                written = [oneroster.record_source(con, district), oneroster.record_mapping(con, district)]
             project = reuse.project_digest()
             current = reuse.fingerprint(con, district.id, sources, written, project)
             models = [r for r in relations if r not in _seeds()]

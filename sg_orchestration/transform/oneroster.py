@@ -42,3 +42,14 @@ def record_mapping(con, district: District) -> list[list]:
         marks = ", ".join("?" * len(COLUMNS.split(",")))
         con.executemany(f"insert into ops.oneroster_mapping ({COLUMNS}) values ({marks})", rows)
     return rows
+
+
+def record_source(con, district: District) -> str | None:
+    """Where the district's bundle comes from (`District.oneroster_source`), as int_oneroster__districts
+    reads it; returns what it wrote."""
+    con.execute(run_inputs.ddl(MAPPING_YML))
+    con.execute("delete from ops.oneroster_sources where district_id = ?", [district.id])
+    source = district.oneroster_source
+    if source:
+        con.execute("insert into ops.oneroster_sources values (?, ?)", [district.id, source])
+    return source
