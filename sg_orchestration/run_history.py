@@ -1,0 +1,201 @@
+"""`ops.run_history`: one row per run that reached a final state, and the alert of a failed one.
+
+Every row is made by `record` from what the Dagster instance holds of the run (its stats and event log), so
+a run of `sg-orch run` (which records its own row) and one of a schedule or sensor (recorded by the sensors
+below, in the daemon) get the same row; the write is an insert-or-replace per run id, so both writing one
+run is harmless. Counts, step names and one-line causes only: never student data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import urllib.request
+from datetime import UTC, datetime
+
+import dagster as dg
+import duckdb
+
+from sg_orchestration.summary import PUBLISH_PREFIX, failure_cause
+from sg_orchestration.warehouse import connect
+
+WEBHOOK_ENV = "SG_ALERT_WEBHOOK_URL"
+WEBHOOK_TIMEOUT_S = 5.0
+HISTORY_COUNTS = ("created", "updated", "deleted", "failed", "held")
+STATUS = {
+    dg.DagsterRunStatus.SUCCESS: "success",
+    dg.DagsterRunStatus.FAILURE: "failure",
+    dg.DagsterRunStatus.CANCELED: "canceled",
+}
+_EVENTS = {
+    dg.DagsterEventType.ASSET_MATERIALIZATION,
+    dg.DagsterEventType.STEP_FAILURE,
+    dg.DagsterEventType.RUN_FAILURE,
+}
+
+
+def _counts(metadata) -> dict[str, int]:
+    """A publish's `<resource>/<count>` metadata summed over its resources (Ed-Fi's `<connection>/<resource>`)."""
+    totals = dict.fromkeys(HISTORY_COUNTS, 0)
+    for key, entry in metadata.items():
+        name = key.rsplit("/", 1)[-1]
+        value = getattr(entry, "value", entry)
+        if "/" in key and name in totals and isinstance(value, int | float) and not isinstance(value, bool):
+            totals[name] += int(value)
+    return totals
+
+
+def _when(seconds: float | None) -> datetime | None:
+    return datetime.fromtimestamp(seconds, UTC) if seconds else None
+
+
+def record(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """Write (insert or replace) the run's row of `ops.run_history` and return it."""
+    run = instance.get_run_by_id(run_id)
+    stats = instance.get_run_stats(run_id)
+    targets: dict[str, dict[str, int]] = {}
+    failed_step = cause = None
+    for entry in instance.all_logs(run_id, of_type=_EVENTS):
+        event = entry.dagster_event
+        if event.event_type == dg.DagsterEventType.ASSET_MATERIALIZATION:
+            mat = event.event_specific_data.materialization
+            if mat.asset_key.to_user_string().startswith(PUBLISH_PREFIX):
+                targets[mat.asset_key.to_user_string()] = _counts(mat.metadata)
+        elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
+            if failed_step is None:  # the first step that failed: what the others' skipping follows from
+                failed_step, cause = event.step_key, failure_cause(event)
+            data = event.event_specific_data.user_failure_data
+            if data is not None and data.metadata:  # a publish that failed after sending (a refused delete)
+                counts = _counts(data.metadata)
+                if any(counts.values()):
+                    targets[event.step_key] = counts
+        elif cause is None:  # a run that failed without a step failing (e.g. its process was killed)
+            cause = failure_cause(event, default=(event.message or "run failed").splitlines()[0])
+    status = STATUS.get(run.status, run.status.value.lower())
+    district = run.tags.get("dagster/partition")
+    row = {
+        "run_id": run_id,
+        "district_id": district,
+        "job": run.job_name,
+        "started_at": _when(stats.start_time),
+        "finished_at": _when(stats.end_time),
+        "status": status,
+        **{c: sum(t[c] for t in targets.values()) for c in HISTORY_COUNTS},
+        "target_counts": json.dumps(targets, sort_keys=True),
+        "failed_step": failed_step if status == "failure" else None,
+        "cause": cause if status == "failure" else None,
+    }
+    with connect() as con:
+        row["errors_opened"], row["errors_resolved"] = con.execute(
+            "select count(*) filter (where first_seen_at between $start and $end), "
+            "count(*) filter (where resolved_at between $start and $end) "
+            "from ops.error_log where district_id = $district",
+            {
+                "start": row["started_at"] or datetime.now(UTC),
+                "end": row["finished_at"] or datetime.now(UTC),
+                "district": district,
+            },
+        ).fetchone()
+        names = list(row)
+        con.execute(
+            f"insert or replace into ops.run_history ({', '.join(names)}, recorded_at) "
+            f"values ({', '.join('$' + n for n in names)}, now())",
+            row,
+        )
+    return row
+
+
+def describe(row: dict) -> str:
+    """The one line `sg-orch run` prints about the row it wrote."""
+    counts = ", ".join(f"{c} {row[c]:,}" for c in HISTORY_COUNTS)
+    failed = f"; failed at {row['failed_step']}" if row["failed_step"] else ""
+    return f"run history: ops.run_history row {row['run_id']} ({row['status']}; {counts}{failed})"
+
+
+def history(district: str | None = None, limit: int = 20) -> str:
+    """The last `limit` runs, newest first, as console lines (`sg-orch history`)."""
+    columns = (
+        "started_at",
+        "district_id",
+        "job",
+        "status",
+        *HISTORY_COUNTS,
+        "errors_opened",
+        "errors_resolved",
+    )
+    try:
+        with connect(read_only=True) as con:
+            rows = con.execute(
+                f"select strftime(started_at at time zone 'UTC', '%Y-%m-%d %H:%M:%SZ'), "
+                f"{', '.join(columns[1:])}, run_id, failed_step, cause from ops.run_history "
+                "where $district is null or district_id = $district order by started_at desc nulls last limit $n",
+                {"district": district, "n": limit},
+            ).fetchall()
+    except duckdb.Error:  # no warehouse yet, or one from before the table
+        rows = []
+    if not rows:
+        return "no runs recorded in ops.run_history"
+    out = ["  ".join(f"{c.removesuffix('_at').removesuffix('_id'):>9}" for c in columns) + "  run_id"]
+    for *values, run_id, step, cause in rows:
+        out.append("  ".join(f"{str(v):>9}" for v in values) + f"  {run_id}")
+        if step or cause:
+            out.append(f"    failed at {step}: {cause}")
+    return "\n".join(out)
+
+
+def notify(row: dict, log) -> bool:
+    """POST the failed run to SG_ALERT_WEBHOOK_URL when set; a webhook that fails is logged (not its URL,
+    which may hold a token) and never raised. True when it was delivered."""
+    url = os.environ.get(WEBHOOK_ENV)
+    if not url:
+        return False
+    body = {
+        "district": row["district_id"],
+        "job": row["job"],
+        "run_id": row["run_id"],
+        "step": row["failed_step"],
+        "cause": row["cause"],
+        "dagster_run_url_path": f"/runs/{row['run_id']}",
+    }
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
+            response.read()
+        return True
+    except Exception as exc:  # an alert that cannot go out must not stop the run's row being recorded
+        log.warning(f"the alert webhook ({WEBHOOK_ENV}) failed: {type(exc).__name__}: {exc}"[:300])
+        return False
+
+
+def _recorder(status: dg.DagsterRunStatus) -> dg.SensorDefinition:
+    """The sensor writing the row of each run that ended in `status` (a failure has its own, which alerts)."""
+
+    @dg.run_status_sensor(
+        run_status=status,
+        name=f"run_history_{STATUS[status]}",
+        default_status=dg.DefaultSensorStatus.RUNNING,  # it launches nothing: on unless turned off
+        description=f"Records each run that ended in {STATUS[status]} in ops.run_history.",
+    )
+    def _record(context: dg.RunStatusSensorContext):
+        record(context.instance, context.dagster_run.run_id)
+
+    return _record
+
+
+@dg.run_failure_sensor(
+    name="run_history_failure",
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description=f"Records each failed run in ops.run_history (failing step, one-line cause) and POSTs it "
+    f"to the webhook in {WEBHOOK_ENV} when set.",
+)
+def run_history_failure(context: dg.RunFailureSensorContext):
+    notify(record(context.instance, context.dagster_run.run_id), context.log)
+
+
+SENSORS = [
+    _recorder(dg.DagsterRunStatus.SUCCESS),
+    _recorder(dg.DagsterRunStatus.CANCELED),
+    run_history_failure,
+]
