@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import os
 import urllib.request
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import dagster as dg
 import duckdb
@@ -21,6 +21,8 @@ from sg_orchestration.warehouse import connect
 
 WEBHOOK_ENV = "SG_ALERT_WEBHOOK_URL"
 WEBHOOK_TIMEOUT_S = 5.0
+CATCH_UP_WINDOW = timedelta(days=1)
+CATCH_UP_INTERVAL_S = 600
 HISTORY_COUNTS = ("created", "updated", "deleted", "failed", "held")
 STATUS = {
     dg.DagsterRunStatus.SUCCESS: "success",
@@ -51,6 +53,11 @@ def _when(seconds: float | None) -> datetime | None:
 
 def record(instance: dg.DagsterInstance, run_id: str) -> dict:
     """Write (insert or replace) the run's row of `ops.run_history` and return it."""
+    return write(run_row(instance, run_id))
+
+
+def run_row(instance: dg.DagsterInstance, run_id: str) -> dict:
+    """The run's row as the Dagster instance tells it (all but the error-log counts, which `write` adds)."""
     run = instance.get_run_by_id(run_id)
     stats = instance.get_run_stats(run_id)
     targets: dict[str, dict[str, int]] = {}
@@ -72,10 +79,9 @@ def record(instance: dg.DagsterInstance, run_id: str) -> dict:
         elif cause is None:  # a run that failed without a step failing (e.g. its process was killed)
             cause = failure_cause(event, default=(event.message or "run failed").splitlines()[0])
     status = STATUS.get(run.status, run.status.value.lower())
-    district = run.tags.get("dagster/partition")
-    row = {
+    return {
         "run_id": run_id,
-        "district_id": district,
+        "district_id": run.tags.get("dagster/partition"),
         "job": run.job_name,
         "started_at": _when(stats.start_time),
         "finished_at": _when(stats.end_time),
@@ -85,6 +91,11 @@ def record(instance: dg.DagsterInstance, run_id: str) -> dict:
         "failed_step": failed_step if status == "failure" else None,
         "cause": cause if status == "failure" else None,
     }
+
+
+def write(row: dict) -> dict:
+    """Insert or replace `row` with the district's error-log rows opened and resolved during the run."""
+    district = row["district_id"]
     with connect() as con:
         row["errors_opened"], row["errors_resolved"] = con.execute(
             "select count(*) filter (where first_seen_at between $start and $end), "
@@ -191,11 +202,38 @@ def _recorder(status: dg.DagsterRunStatus) -> dg.SensorDefinition:
     f"to the webhook in {WEBHOOK_ENV} when set.",
 )
 def run_history_failure(context: dg.RunFailureSensorContext):
-    notify(record(context.instance, context.dagster_run.run_id), context.log)
+    row = run_row(context.instance, context.dagster_run.run_id)
+    notify(row, context.log)  # first: the alert goes out even while a run holds the warehouse
+    write(row)
+
+
+@dg.sensor(
+    name="run_history_catch_up",
+    minimum_interval_seconds=CATCH_UP_INTERVAL_S,
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    description="Records the runs of the last day that ended with no row in ops.run_history (the tick of "
+    "a run-status sensor that could not write: it is not evaluated again).",
+)
+def run_history_catch_up(context: dg.SensorEvaluationContext):
+    since = datetime.now(UTC) - CATCH_UP_WINDOW
+    ended = context.instance.get_runs(dg.RunsFilter(statuses=list(STATUS), updated_after=since), limit=500)
+    with connect() as con:
+        known = {
+            run_id
+            for (run_id,) in con.execute(
+                "select run_id from ops.run_history where list_contains($ids, run_id)",
+                {"ids": [r.run_id for r in ended]},
+            ).fetchall()
+        }
+    missing = [r.run_id for r in ended if r.run_id not in known]
+    for run_id in missing:
+        record(context.instance, run_id)
+    return dg.SkipReason(f"recorded {len(missing)} run(s) missing from ops.run_history")
 
 
 SENSORS = [
     _recorder(dg.DagsterRunStatus.SUCCESS),
     _recorder(dg.DagsterRunStatus.CANCELED),
     run_history_failure,
+    run_history_catch_up,
 ]

@@ -190,3 +190,23 @@ def test_a_webhook_that_is_down_does_not_fail_the_sensor(failed_run, monkeypatch
     captured = capfd.readouterr()
     [warning] = [line for line in (captured.out + captured.err).splitlines() if "alert webhook" in line]
     assert run_history.WEBHOOK_ENV in warning and str(port) not in warning  # the URL may hold a token
+
+
+def test_the_catch_up_sensor_records_an_ended_run_that_has_no_row(nightly):
+    """A run-status sensor's tick that could not write is not evaluated again: the catch-up sensor finds
+    the run missing and records it."""
+    from sg_orchestration.definitions import defs
+
+    [row] = _rows("district_id = 'demo' and status = 'success'")
+    with connect() as con:
+        con.execute("delete from ops.run_history where run_id = ?", [row["run_id"]])
+    sensor = defs.resolve_sensor_def("run_history_catch_up")
+    with project_instance() as instance:
+        first = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+        second = sensor.evaluate_tick(dg.build_sensor_context(instance=instance, definitions=defs))
+
+    [again] = _rows("run_id = ?", [row["run_id"]])
+    assert {k: v for k, v in again.items() if k != "recorded_at"} == {
+        k: v for k, v in row.items() if k != "recorded_at"
+    }
+    assert "recorded 0 run(s)" not in first.skip_message and "recorded 0 run(s)" in second.skip_message
