@@ -16,6 +16,7 @@ from datetime import UTC, datetime, timedelta
 import dagster as dg
 import duckdb
 
+from sg_orchestration.publish.assets import DRY_RUN_TAG
 from sg_orchestration.summary import PUBLISH_PREFIX, failure_cause
 from sg_orchestration.warehouse import connect
 
@@ -86,6 +87,7 @@ def run_row(instance: dg.DagsterInstance, run_id: str) -> dict:
         "started_at": _when(stats.start_time),
         "finished_at": _when(stats.end_time),
         "status": status,
+        "dry_run": run.tags.get(DRY_RUN_TAG) == "true",
         **{c: sum(t[c] for t in targets.values()) for c in HISTORY_COUNTS},
         "target_counts": json.dumps(targets, sort_keys=True),
         "failed_step": failed_step if status == "failure" else None,

@@ -91,6 +91,7 @@ create table if not exists ops.run_history (  -- one row per Dagster run: counts
     started_at timestamptz,
     finished_at timestamptz,
     status varchar not null,           -- success | failure | canceled
+    dry_run boolean not null,          -- sg/dry_run: planned, nothing sent (the counts are then 0)
     created bigint not null,           -- these five: summed over the targets of `target_counts`
     updated bigint not null,
     deleted bigint not null,

@@ -57,7 +57,7 @@ def test_a_successful_cli_run_writes_its_row_with_the_publish_counts(nightly, ca
     code, out = nightly
     assert code == 0, out[-3000:]
     [row] = _rows("district_id = 'demo'")
-    assert row["status"] == "success" and row["job"] == "nightly"
+    assert row["status"] == "success" and row["job"] == "nightly" and row["dry_run"] is False
     assert row["started_at"] <= row["finished_at"]
     targets = json.loads(row["target_counts"])
     assert set(targets) == {"publish/qmlativ_writeback"}  # demo has the writeback only
