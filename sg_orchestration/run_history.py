@@ -73,10 +73,10 @@ def run_row(instance: dg.DagsterInstance, run_id: str) -> dict:
             if failed_step is None:  # the first step that failed: what the others' skipping follows from
                 failed_step, cause = event.step_key, failure_cause(event)
             data = event.event_specific_data.user_failure_data
-            if data is not None and data.metadata:  # a publish that failed after sending (a refused delete)
-                counts = _counts(data.metadata)
-                if any(counts.values()):
-                    targets[event.step_key] = counts
+            # A publish that failed after sending (a refused mass delete) carries its counts; its step is
+            # named by its asset key (`publish__x` for `publish/x`).
+            if data is not None and data.metadata and event.step_key.startswith("publish__"):
+                targets[event.step_key.replace("__", "/", 1)] = _counts(data.metadata)
         elif cause is None:  # a run that failed without a step failing (e.g. its process was killed)
             cause = failure_cause(event, default=(event.message or "run failed").splitlines()[0])
     status = STATUS.get(run.status, run.status.value.lower())

@@ -210,3 +210,55 @@ def test_the_catch_up_sensor_records_an_ended_run_that_has_no_row(nightly):
         k: v for k, v in row.items() if k != "recorded_at"
     }
     assert "recorded 0 run(s)" not in first.skip_message and "recorded 0 run(s)" in second.skip_message
+
+
+@pytest.fixture
+def ephemeral_run(warehouse):
+    """A run of a one-op job in an in-memory instance, tagged as demo's, and its instance."""
+
+    @dg.op
+    def noop():
+        pass
+
+    instance = dg.DagsterInstance.ephemeral()
+    job = dg.GraphDefinition("g", node_defs=[noop]).to_job(name="nightly")
+    run = instance.create_run_for_job(job, tags={"dagster/partition": "demo"})
+    yield instance, run
+    instance.dispose()
+
+
+def test_a_canceled_run_is_recorded_by_its_sensor(ephemeral_run):
+    from sg_orchestration.definitions import defs
+
+    instance, run = ephemeral_run
+    instance.report_run_canceling(run)
+    instance.report_run_canceled(run)
+    [canceled] = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_CANCELED)
+    sensor = defs.resolve_sensor_def("run_history_canceled")
+    sensor(
+        dg.build_run_status_sensor_context(
+            sensor_name=sensor.name,
+            dagster_event=canceled.dagster_event,
+            dagster_instance=instance,
+            dagster_run=instance.get_run_by_id(run.run_id),
+        )
+    )
+    [row] = _rows("run_id = ?", [run.run_id])
+    assert (row["status"], row["district_id"], row["failed_step"], row["cause"]) == (
+        "canceled",
+        "demo",
+        None,
+        None,
+    )
+
+
+def test_a_run_that_failed_without_a_step_failing_has_the_runs_own_cause(ephemeral_run):
+    """A killed `sg-orch run` is marked failed by the next one (`reap_dead_runs`): no step failed."""
+    instance, run = ephemeral_run
+    instance.report_run_failed(run, message="the sg-orch process (pid 4242) running it ended")
+
+    row = run_history.record(instance, run.run_id)
+
+    assert (row["status"], row["failed_step"]) == ("failure", None)
+    assert row["cause"] == "the sg-orch process (pid 4242) running it ended"
+    assert _rows("run_id = ?", [run.run_id])[0]["cause"] == row["cause"]
