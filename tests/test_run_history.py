@@ -262,3 +262,19 @@ def test_a_run_that_failed_without_a_step_failing_has_the_runs_own_cause(ephemer
     assert (row["status"], row["failed_step"]) == ("failure", None)
     assert row["cause"] == "the sg-orch process (pid 4242) running it ended"
     assert _rows("run_id = ?", [run.run_id])[0]["cause"] == row["cause"]
+
+
+def test_a_targets_counts_sum_its_resources_of_every_metadata_shape():
+    """Qmlativ's `<resource>/<count>`, Ed-Fi's `<connection>/<resource>/<count>`, OneRoster's `bundle/...`;
+    other keys (sent, planned, incomplete, flags) are not counts of the history."""
+    metadata = {
+        "idoe/studentSectionAssociations/created": 3,
+        "idoe/studentProgramAssociations/created": dg.MetadataValue.int(2),
+        "idoe/studentProgramAssociations/held": 4,
+        "idoe/studentProgramAssociations/sent": 9,
+        "bundle/updated": 1,
+        "disability/planned_create": 7,
+        "incomplete": 5,
+        "complete/failed": True,
+    }
+    assert run_history._counts(metadata) == {"created": 5, "updated": 1, "deleted": 0, "failed": 0, "held": 4}
