@@ -148,9 +148,20 @@ def history(district: str | None = None, limit: int = 20) -> str:
         rows = []
     if not rows:
         return "no runs recorded in ops.run_history"
-    out = ["  ".join(f"{c.removesuffix('_at').removesuffix('_id'):>9}" for c in columns) + "  run_id"]
-    for *values, run_id, step, cause in rows:
-        out.append("  ".join(f"{str(v):>9}" for v in values) + f"  {run_id}")
+    headers = [c.removesuffix("_at").removesuffix("_id").replace("_", " ") for c in columns] + ["run id"]
+    lines = [[str(v) for v in (*values, run_id)] for *values, run_id, _, _ in rows]
+    widths = [max(len(r[i]) for r in [headers, *lines]) for i in range(len(headers))]
+    counts = range(4, len(columns))  # right-aligned; the text columns before and the run id after are not
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(
+            c.rjust(w) if i in counts else c.ljust(w)
+            for i, (c, w) in enumerate(zip(cells, widths, strict=True))
+        ).rstrip()
+
+    out = [line(headers)]
+    for cells, (*_, step, cause) in zip(lines, rows, strict=True):
+        out.append(line(cells))
         if step or cause:
             out.append(f"    failed at {step}: {cause}")
     return "\n".join(out)
