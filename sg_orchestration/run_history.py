@@ -181,15 +181,17 @@ def notify(row: dict, log) -> bool:
         "cause": row["cause"],
         "dagster_run_url_path": f"/runs/{row['run_id']}",
     }
-    request = urllib.request.Request(
-        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
-    )
     try:
+        request = urllib.request.Request(
+            url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+        )
         with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as response:
             response.read()
         return True
     except Exception as exc:  # an alert that cannot go out must not stop the run's row being recorded
-        log.warning(f"the alert webhook ({WEBHOOK_ENV}) failed: {type(exc).__name__}: {exc}"[:300])
+        # The HTTP status or the socket's reason only: other errors' text may quote the URL (a bad one).
+        detail = getattr(exc, "code", None) or getattr(exc, "reason", None) or "see the URL's form"
+        log.warning(f"the alert webhook ({WEBHOOK_ENV}) failed: {type(exc).__name__}: {detail}"[:300])
         return False
 
 
