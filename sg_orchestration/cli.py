@@ -73,6 +73,13 @@ def _run(args: argparse.Namespace) -> int:
     )
 
 
+def _history(args: argparse.Namespace) -> int:
+    from sg_orchestration.run_history import history
+
+    print(history(args.district, args.limit))
+    return 0
+
+
 def _demo(args: argparse.Namespace) -> int:
     from sg_orchestration.runner import demo
 
@@ -149,6 +156,11 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: today in the district's timezone; run tag sg/as_of in the UI)",
     )
     r.set_defaults(func=_run)
+
+    h = sub.add_parser("history", help="the last runs recorded in ops.run_history")
+    h.add_argument("--district", help="only this district's runs")
+    h.add_argument("--limit", type=int, default=20)
+    h.set_defaults(func=_history)
 
     for name, func, text in (
         ("demo", _demo, "the whole nightly job on a synthetic district"),

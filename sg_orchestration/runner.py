@@ -84,6 +84,7 @@ def run_district(
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
+    from sg_orchestration import run_history
     from sg_orchestration.automation import nightly_selection
     from sg_orchestration.definitions import defs
     from sg_orchestration.ingest.assets import ACCEPT_SHRINK_TAG
@@ -121,7 +122,9 @@ def run_district(
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
         summary = collect(result, district.id, defs, step_seconds(instance, result.run_id))
-    print(render(summary, district, dry_run=dry_run))
+        print(render(summary, district, dry_run=dry_run))
+        # Written here as well as by the daemon's sensors: a CLI night is recorded with no daemon running.
+        print(run_history.describe(run_history.record(instance, result.run_id)))
     return 0 if summary.ok else 1
 
 

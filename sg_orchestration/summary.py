@@ -81,16 +81,16 @@ def _value(entry) -> object:
     return getattr(entry, "value", entry)
 
 
-def _failure_cause(event) -> str:
-    """One line: a `dagster.Failure`'s description, else the error's first line."""
+def failure_cause(event, default: str = "unknown error") -> str:
+    """One line: a `dagster.Failure`'s description, else the error's first line (else `default`)."""
     data = event.event_specific_data
     described = getattr(getattr(data, "user_failure_data", None), "description", None)
     error = data.error if data else None
     while error is not None and error.cause is not None:  # the step error wraps the code's own
         error = error.cause
-    message = described or (error.message if error else "") or "unknown error"
+    message = described or (error.message if error else "") or default
     lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
-    line = lines[0] if lines else "unknown error"
+    line = lines[0] if lines else default
     if not described:  # `package.module.SomeError: text` -> `SomeError: text`
         name, sep, text = line.partition(": ")
         line = f"{name.rsplit('.', 1)[-1]}{sep}{text}" if sep and " " not in name else line
@@ -134,7 +134,7 @@ def collect(
             else:
                 line.checks_failed += 1
         elif event.event_type == dg.DagsterEventType.STEP_FAILURE:
-            step_failures[event.step_key] = _failure_cause(event)
+            step_failures[event.step_key] = failure_cause(event)
             if (named := _failed_assets(event)) is not None:
                 asset_failures[event.step_key] = named
         elif event.event_type == dg.DagsterEventType.STEP_START:

@@ -84,6 +84,26 @@ create table if not exists ops.validated_marts (
     validated_at timestamptz not null,
     primary key (district_id, mart)
 );
+create table if not exists ops.run_history (  -- one row per Dagster run: counts and causes, no student data
+    run_id varchar primary key,
+    district_id varchar,
+    job varchar not null,
+    started_at timestamptz,
+    finished_at timestamptz,
+    status varchar not null,           -- success | failure | canceled
+    dry_run boolean not null,          -- sg/dry_run: planned, nothing sent (the counts are then 0)
+    created bigint not null,           -- these five: summed over the targets of `target_counts`
+    updated bigint not null,
+    deleted bigint not null,
+    failed bigint not null,
+    held bigint not null,
+    target_counts json not null,       -- {publish asset: {created, updated, deleted, failed, held}}
+    errors_opened bigint not null,     -- ops.error_log rows of the district first seen during the run
+    errors_resolved bigint not null,   -- ... and resolved during the run
+    failed_step varchar,
+    cause varchar,                     -- one line: a dagster.Failure's description or the error's first line
+    recorded_at timestamptz not null
+);
 create table if not exists ops.validated_rows (  -- the mart rows that validation has judged
     district_id varchar not null,
     mart varchar not null,

@@ -8,6 +8,7 @@ from sg_orchestration.automation.resync import resync_job, resync_scheduled
 from sg_orchestration.automation.samegoal_sensor import build_samegoal_sensor
 from sg_orchestration.automation.selection import nightly_selection
 from sg_orchestration.config import District, current_districts
+from sg_orchestration.run_history import SENSORS as RUN_HISTORY_SENSORS
 
 NIGHTLY_CRON = "0 2 * * *"  # 02:00 in the district's own timezone: data is there the next morning (seed 000)
 
@@ -48,4 +49,4 @@ def nightly_schedule(district: District) -> dg.ScheduleDefinition:
 
 JOBS = [nightly_job, resync_job]
 SCHEDULES = [nightly_schedule(d) for d in current_districts().districts]
-SENSORS = [build_samegoal_sensor(nightly_job), resync_scheduled]
+SENSORS = [build_samegoal_sensor(nightly_job), resync_scheduled, *RUN_HISTORY_SENSORS]
