@@ -84,6 +84,7 @@ def run_district(
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
+    from sg_orchestration.analyst import how_to_open, publish_snapshot
     from sg_orchestration.automation import nightly_selection
     from sg_orchestration.definitions import defs
     from sg_orchestration.ingest.assets import ACCEPT_SHRINK_TAG
@@ -121,7 +122,10 @@ def run_district(
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
         summary = collect(result, district.id, defs, step_seconds(instance, result.run_id))
+        # Still under the run lock, whether the run succeeded or failed: no other run writes meanwhile.
+        publish_snapshot()
     print(render(summary, district, dry_run=dry_run))
+    print(how_to_open())
     return 0 if summary.ok else 1
 
 
