@@ -7,8 +7,9 @@ would stop the next run from opening it. The copy is taken while holding the war
 can change it during the copy), written beside the snapshot and `os.replace`d over it: a reader never sees
 half a file, and a reader holding the old snapshot open keeps its inode while the new one is published.
 
-Copying the checkpointed file byte for byte is faster than `COPY FROM DATABASE` into a new file (measured:
-README, "Operating it"), so that is the way taken.
+Copying the checkpointed file byte for byte is ~15x faster than `ATTACH` + `COPY FROM DATABASE` into a new
+file (a 1.2 GB DuckDB 1.x-format file, this 2-core machine, two rounds: 3.3-6.1 s against 59-73 s; same
+size out), so that is the way taken.
 
 Callers hold `warehouse.run_lock` (no run can start writing meanwhile): `runner.run_district` after its
 in-process run, and `analyst_snapshot_on_success`/`_on_failure` for runs the daemon launched.
