@@ -8,7 +8,7 @@ can change it during the copy), written beside the snapshot and `os.replace`d ov
 half a file, and a reader holding the old snapshot open keeps its inode while the new one is published.
 
 Copying the checkpointed file byte for byte is ~15x faster than `ATTACH` + `COPY FROM DATABASE` into a new
-file (a 1.2 GB DuckDB 1.x-format file, this 2-core machine, two rounds: 3.3-6.1 s against 59-73 s; same
+file (a 1.2 GB file, DuckDB 2.0.0, this 2-core machine, two rounds: 3.3-6.1 s against 59-73 s; same
 size out), so that is the way taken.
 
 Callers hold `warehouse.run_lock` (no run can start writing meanwhile): `runner.run_district` after its

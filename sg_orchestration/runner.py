@@ -184,7 +184,12 @@ def demo(students: int, seed: int) -> int:
             run_district(districts_file, district.id, as_of=as_of)
             for district in load_districts(districts_file).districts
         ]
-        return max(codes)
+    from sg_orchestration.docs import DOCS_PORT
+
+    print(
+        f"dbt docs of every model: `make docs` (or `sg-orch docs`) serves them on http://127.0.0.1:{DOCS_PORT}"
+    )
+    return max(codes)
 
 
 def dagster_home() -> Path:

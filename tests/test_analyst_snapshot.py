@@ -37,9 +37,9 @@ def two_nights(defs, districts_file, tmp_path_factory):
     folder = tmp_path_factory.mktemp("analyst")
     snapshot = folder / "analyst" / "warehouse.duckdb"
     run = ["run", "--districts-file", str(districts_file), "--district", "demo"]
-    seen: dict = {"snapshot": snapshot}
+    seen: dict = {"snapshot": snapshot, "warehouse": folder / "warehouse.duckdb"}
     with pytest.MonkeyPatch.context() as mp:
-        mp.setenv("SG_WAREHOUSE_PATH", str(folder / "warehouse.duckdb"))
+        mp.setenv("SG_WAREHOUSE_PATH", str(seen["warehouse"]))
         mp.setenv("SG_ANALYST_SNAPSHOT_PATH", str(snapshot))
         mp.setenv("SG_DISTRICTS_FILE", str(districts_file))
         out = io.StringIO()
@@ -124,3 +124,41 @@ def test_sg_orch_docs_generates_from_the_snapshot_and_serves_it(two_nights, tmp_
         # Every column the mart has (the catalog, for the night's marts) is described.
         built = catalog["nodes"].get(node["unique_id"], {}).get("columns", {})
         assert {c.lower() for c in built} <= {c.lower() for c in listed}, node["name"]
+
+
+def test_the_run_status_sensors_publish_after_a_run_the_daemon_launched(two_nights, monkeypatch):
+    """For runs of schedules and sensors (not `sg-orch run`): the sensor of the run's end publishes, and
+    one with nothing new copies nothing."""
+    import dagster as dg
+
+    from sg_orchestration.analyst import SNAPSHOT_SENSORS
+    from sg_orchestration.runner import project_instance
+    from sg_orchestration.warehouse import connect
+
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(two_nights["warehouse"]))
+    monkeypatch.setenv("SG_ANALYST_SNAPSHOT_PATH", str(two_nights["snapshot"]))
+    instance = project_instance()
+    run = instance.get_runs(dg.RunsFilter(statuses=[dg.DagsterRunStatus.SUCCESS]), limit=1)[0]
+    event = instance.all_logs(run.run_id, of_type=dg.DagsterEventType.RUN_SUCCESS)[0].dagster_event
+    sensor = next(s for s in SNAPSHOT_SENSORS if s.name == "analyst_snapshot_on_success")
+
+    def tick() -> str:
+        context = dg.build_run_status_sensor_context(
+            sensor_name=sensor.name, dagster_instance=instance, dagster_run=run, dagster_event=event
+        )
+        return sensor(context).skip_message
+
+    assert tick() == "warehouse unchanged since the last snapshot"  # `sg-orch run` published already
+    with connect() as con:
+        con.execute("create table ops.after_the_run as select 1 as x")
+    assert tick() == f"published {two_nights['snapshot']}"
+    with duckdb.connect(str(two_nights["snapshot"]), read_only=True) as con:
+        assert con.execute("select x from ops.after_the_run").fetchone() == (1,)
+
+
+def test_the_dbt_assets_link_to_their_page_in_the_docs(defs):
+    import dagster as dg
+
+    key = dg.AssetKey(["marts", "qmlativ__disability"])
+    url = defs.resolve_assets_def(key).specs_by_key[key].metadata["dbt docs"].url
+    assert url.endswith("/#!/model/model.sg_orchestration.qmlativ__disability")
