@@ -84,6 +84,8 @@ def run_district(
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
+    import duckdb
+
     from sg_orchestration.analyst import how_to_open, publish_snapshot
     from sg_orchestration.automation import nightly_selection
     from sg_orchestration.definitions import defs
@@ -122,8 +124,12 @@ def run_district(
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
         summary = collect(result, district.id, defs, step_seconds(instance, result.run_id))
-        # Still under the run lock, whether the run succeeded or failed: no other run writes meanwhile.
-        publish_snapshot()
+        # Still under the run lock, whether the run succeeded or failed: no other run writes meanwhile. A
+        # snapshot that cannot be written (a full disk) is said, and leaves the run's result as it is.
+        try:
+            publish_snapshot()
+        except (OSError, duckdb.Error) as exc:
+            _say(f"analyst snapshot not published: {exc}")
     print(render(summary, district, dry_run=dry_run))
     print(how_to_open())
     return 0 if summary.ok else 1
