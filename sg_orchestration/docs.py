@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -32,6 +33,10 @@ def generate(target: Path | None = None) -> Path:
     if not snapshot.exists():
         with run_lock("sg-orch docs (first analyst snapshot)"):
             publish_snapshot()
+    if not snapshot.exists():  # no warehouse yet: the catalog would have nothing to read
+        raise NoWarehouse(
+            f"no warehouse at {warehouse_path()} yet: run a night first (`make demo` or `sg-orch run`)"
+        )
     target = target or docs_dir()
     target.mkdir(parents=True, exist_ok=True)
     # The folder keeps its own parse between runs: the project's is for another profile target, which dbt
@@ -41,6 +46,10 @@ def generate(target: Path | None = None) -> Path:
     os.environ["SG_DOCS_SNAPSHOT_PATH"] = str(snapshot)
     invoke("docs", "generate", "--target", "docs", "--target-path", str(target), "--log-path", str(target))
     return target
+
+
+class NoWarehouse(RuntimeError):
+    pass
 
 
 @contextmanager
@@ -63,7 +72,11 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 
 
 def serve(port: int | None = None) -> int:
-    folder = generate()
+    try:
+        folder = generate()
+    except NoWarehouse as exc:
+        print(f"sg-orch docs: {exc}", file=sys.stderr)
+        return 2
     with serving(folder, DOCS_PORT if port is None else port) as url:
         print(f"dbt docs: {url}  (generated in {folder}; Ctrl-C stops it)", flush=True)
         threading.Event().wait()  # until Ctrl-C (`sg-orch` exits 130 then)

@@ -162,3 +162,10 @@ def test_the_dbt_assets_link_to_their_page_in_the_docs(defs):
     key = dg.AssetKey(["marts", "qmlativ__disability"])
     url = defs.resolve_assets_def(key).specs_by_key[key].metadata["dbt docs"].url
     assert url.endswith("/#!/model/model.sg_orchestration.qmlativ__disability")
+
+
+def test_sg_orch_docs_without_any_night_says_to_run_one(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("SG_WAREHOUSE_PATH", str(tmp_path / "warehouse.duckdb"))
+    monkeypatch.setenv("SG_ANALYST_SNAPSHOT_PATH", str(tmp_path / "analyst" / "warehouse.duckdb"))
+    assert main(["docs", "--port", "0"]) == 2
+    assert "run a night first" in capsys.readouterr().err
