@@ -1,7 +1,7 @@
 # The two commands of the README are `make demo` and `make test`; `make dev` and `make bench` use the same set-up.
 SHELL := /bin/bash
 
-.PHONY: install browser demo dev test lint bench
+.PHONY: install browser demo dev docs test lint bench
 
 install:
 	@command -v uv >/dev/null 2>&1 || python3 -m pip install --quiet uv
@@ -23,6 +23,10 @@ demo: install
 
 dev: install
 	uv run sg-orch dev
+
+# dbt's documentation of every model, on http://127.0.0.1:8580 (PORT=... for another)
+docs: install
+	uv run sg-orch docs $(if $(PORT),--port $(PORT))
 
 lint: install
 	uv run ruff check .

@@ -92,6 +92,12 @@ def _dev(args: argparse.Namespace) -> int:
     return dev(students=args.students, seed=args.seed, port=args.port)
 
 
+def _docs(args: argparse.Namespace) -> int:
+    from sg_orchestration.docs import serve
+
+    return serve(port=args.port)
+
+
 def _bench(args: argparse.Namespace) -> int:
     from sg_orchestration.bench import main as bench_main
 
@@ -175,6 +181,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("prepare", help="parse the dbt project into the manifest the definitions load")
     p.set_defaults(func=_prepare)
+
+    o = sub.add_parser("docs", help="generate dbt's documentation (from the analyst snapshot) and serve it")
+    o.add_argument("--port", type=int, default=None, help="on 127.0.0.1 (default 8580)")
+    o.set_defaults(func=_docs)
 
     b = sub.add_parser("bench", help="measure each stage on synthetic districts")
     b.add_argument("--students", type=int, nargs="+", default=[50, 10_000, 200_000])

@@ -3,6 +3,7 @@
 import dagster as dg
 
 from sg_orchestration import instance_storage
+from sg_orchestration.analyst import SNAPSHOT_SENSORS
 from sg_orchestration.automation import JOBS, SCHEDULES, SENSORS
 from sg_orchestration.ingest.assets import INGEST_ASSETS
 from sg_orchestration.oneroster.assets import build_oneroster_assets
@@ -26,5 +27,5 @@ defs = dg.Definitions(
     ],
     jobs=JOBS,
     schedules=SCHEDULES,
-    sensors=SENSORS,
+    sensors=[*SENSORS, *SNAPSHOT_SENSORS],
 )

@@ -22,3 +22,8 @@ def default_districts_file() -> Path:
     """The sandbox's districts file once `sg-orch sandbox up` or the demo has written it, else the example."""
     written = state_dir() / "districts.yaml"
     return written if written.exists() else PROJECT_ROOT / "districts.example.yaml"
+
+
+def analyst_snapshot_path() -> Path:
+    """The read-only copy of the warehouse analysts open (`SG_ANALYST_SNAPSHOT_PATH` moves it)."""
+    return Path(os.environ.get("SG_ANALYST_SNAPSHOT_PATH") or state_dir() / "analyst" / "warehouse.duckdb")

@@ -84,7 +84,10 @@ def run_district(
     district = districts.get(district_id)
     os.environ["SG_DISTRICTS_FILE"] = str(Path(districts_file).resolve())
 
+    import duckdb
+
     from sg_orchestration import run_history
+    from sg_orchestration.analyst import how_to_open, publish_snapshot
     from sg_orchestration.automation import nightly_selection
     from sg_orchestration.definitions import defs
     from sg_orchestration.ingest.assets import ACCEPT_SHRINK_TAG
@@ -122,12 +125,22 @@ def run_district(
                 run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
             )
         summary = collect(result, district.id, defs, step_seconds(instance, result.run_id))
-        print(render(summary, district, dry_run=dry_run))
         # Written here as well as by the daemon's sensors: a CLI night is recorded with no daemon running.
         try:
-            print(run_history.describe(run_history.record(instance, result.run_id)))
+            history = run_history.describe(run_history.record(instance, result.run_id))
         except Exception as exc:  # the night's result stands; the catch-up sensor records it later
+            history = None
             _say(f"run history not recorded ({type(exc).__name__}); the run_history_catch_up sensor adds it")
+        # Still under the run lock, whether the run succeeded or failed: no other run writes meanwhile. A
+        # snapshot that cannot be written (a full disk) is said, and leaves the run's result as it is.
+        try:
+            publish_snapshot()
+        except (OSError, duckdb.Error) as exc:
+            _say(f"analyst snapshot not published: {exc}")
+    print(render(summary, district, dry_run=dry_run))
+    if history:
+        print(history)
+    print(how_to_open())
     return 0 if summary.ok else 1
 
 
@@ -186,7 +199,12 @@ def demo(students: int, seed: int) -> int:
             run_district(districts_file, district.id, as_of=as_of)
             for district in load_districts(districts_file).districts
         ]
-        return max(codes)
+    from sg_orchestration.docs import DOCS_PORT
+
+    print(
+        f"dbt docs of every model: `make docs` (or `sg-orch docs`) serves them on http://127.0.0.1:{DOCS_PORT}"
+    )
+    return max(codes)
 
 
 def dagster_home() -> Path:

@@ -182,6 +182,14 @@ class Translator(DagsterDbtTranslator):
         fqn = dbt_resource_props.get("fqn") or []
         return f"dbt_{fqn[1]}" if dbt_resource_props["resource_type"] == "model" and len(fqn) > 2 else None
 
+    def get_metadata(self, dbt_resource_props: Mapping[str, Any]) -> Mapping[str, Any]:
+        # The node's page in dbt's documentation as `make docs` serves it (sg_orchestration.docs).
+        from sg_orchestration.docs import DOCS_PORT
+
+        kind, unique_id = dbt_resource_props["resource_type"], dbt_resource_props["unique_id"]
+        url = f"http://127.0.0.1:{DOCS_PORT}/#!/{kind}/{unique_id}"
+        return {**super().get_metadata(dbt_resource_props), "dbt docs": dg.MetadataValue.url(url)}
+
 
 # The dbt selection of each target's models (dbt fqn selectors: models/<layer>/<system>/, and seeds).
 TARGET_MODELS: dict[str, str] = {
