@@ -18,6 +18,7 @@ import dagster as dg
 
 from sg_orchestration.config import District, current_districts
 from sg_orchestration.oneroster import HEADERS
+from sg_orchestration.oneroster.bundle import mart, write_bundle
 from sg_orchestration.oneroster.delivery import bundle_name, deliver, zip_bundle
 from sg_orchestration.oneroster.gate import check_bundle, record_findings
 from sg_orchestration.paths import state_dir
@@ -26,7 +27,7 @@ from sg_orchestration.warehouse import WAREHOUSE_POOL, connect
 BUNDLE_KEY = dg.AssetKey(["validate", "oneroster_bundle"])
 PUBLISH_KEY = dg.AssetKey(["publish", "oneroster_bundle"])
 GATE_CHECK = "oneroster_gate"
-MART_KEYS = [dg.AssetKey(["marts", f"or1_1__{name}"]) for name in HEADERS]
+MART_KEYS = [dg.AssetKey(mart(name).split(".")) for name in HEADERS]
 VERDICT_FILE = "gate.json"
 
 
@@ -78,8 +79,6 @@ def build_bundle(district: District) -> dict:
     """The district's bundle written afresh (beside, then swapped in) and judged, or the last one when
     nothing it is made from changed (`reused`). Returns the verdict kept beside the bundle for the
     delivery step: records per file, the gate's verdict, reasons and report."""
-    from sg_orchestration.oneroster.bundle import write_bundle  # reads the marts dbt built
-
     folder = district_folder(district.id)
     fresh, bundle = folder / "bundle.new", folder / "bundle"
     with connect() as con:
@@ -97,7 +96,8 @@ def build_bundle(district: District) -> dict:
     (folder / VERDICT_FILE).unlink(missing_ok=True)  # a run killed from here on leaves no verdict
     shutil.rmtree(bundle, ignore_errors=True)
     fresh.rename(bundle)
-    (folder / "gate_report.md").write_text(report.markdown() + "\n", encoding="utf-8")
+    markdown = report.markdown()
+    (folder / "gate_report.md").write_text(markdown + "\n", encoding="utf-8")
     with connect() as con:
         record_findings(con, district.id, report)
     verdict = {
@@ -107,7 +107,7 @@ def build_bundle(district: District) -> dict:
         "blocked": report.blocked,
         "reasons": report.blocking_reasons,
         "findings": len(report.findings),
-        "report": report.markdown(),
+        "report": markdown,
     }
     (folder / VERDICT_FILE).write_text(json.dumps(verdict), encoding="utf-8")
     return {**verdict, "reused": False}
